@@ -1,0 +1,1 @@
+"""OCI images: references, registry client, platforms, sizes and the scratch-image packer."""

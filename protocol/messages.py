@@ -1,0 +1,346 @@
+"""The messages of the wire contract, as frozen dataclasses.
+
+Each class reads itself from a decoded JSON object (`read`, strict, via protocol.fields.Reader) and
+writes itself back (`to_dict`). Inside tinyfleet these objects are trusted: everything was checked
+at the edge when they were built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from protocol.errors import ProtocolError
+from protocol.fields import DIGEST_RE, Reader, check_num, check_str
+from protocol.topics import validate_device_id
+
+APP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# host[:port]/path@sha256:<64 hex>; the full reference grammar lives in oci.reference, this only
+# makes sure the image is pinned by digest and carries nothing exotic.
+PINNED_IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,254}@sha256:[0-9a-f]{64}")
+MAX_APPS = 32
+MAX_ENV = 128
+MAX_PORTS = 32
+
+
+class RestartPolicy(StrEnum):
+    NO = "no"
+    ALWAYS = "always"
+    UNLESS_STOPPED = "unless-stopped"
+    ON_FAILURE = "on-failure"
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    VERIFYING = "verifying"
+    PULLING = "pulling"
+    STARTING = "starting"
+    RUNNING = "running"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+def _enum(reader: Reader, key: str, enum: type[Enum], default: Enum) -> Any:
+    value = reader.str(key, default.value, max_len=32)
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(e.value for e in enum)
+        raise ProtocolError(reader.at(key), f"{value!r} is not one of: {choices}") from None
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    container_port: int
+    host_port: int
+    protocol: str = "tcp"
+    # Loopback unless the operator asks for more: a board's services are not exposed by accident.
+    host_ip: str = "127.0.0.1"
+
+    @classmethod
+    def read(cls, r: Reader) -> PortMapping:
+        proto = r.str("protocol", "tcp", max_len=16)
+        if proto not in ("tcp", "udp"):
+            raise ProtocolError(r.at("protocol"), f"{proto!r} is not tcp or udp")
+        return cls(container_port=r.int("container_port", lo=1, hi=65535),
+                   host_port=r.int("host_port", lo=1, hi=65535), protocol=proto,
+                   host_ip=r.str("host_ip", "127.0.0.1", max_len=45,
+                                 pattern=re.compile(r"[0-9a-fA-F.:]+")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"container_port": self.container_port, "host_port": self.host_port,
+                "protocol": self.protocol, "host_ip": self.host_ip}
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """How the agent decides a new container is good. With a Docker HEALTHCHECK in the image the
+    container must report healthy; without one it must run `settle_seconds` without a restart. Either
+    way it must get there within `deadline_seconds` or it is rolled back."""
+
+    settle_seconds: float = 10.0
+    deadline_seconds: float = 120.0
+
+    @classmethod
+    def read(cls, r: Reader) -> HealthPolicy:
+        settle = r.num("settle_seconds", 10.0, hi=86400)
+        deadline = r.num("deadline_seconds", 120.0, lo=1, hi=86400)
+        if deadline < settle:
+            raise ProtocolError(r.at("deadline_seconds"), f"{deadline:g} is shorter than settle_seconds "
+                                                          f"{settle:g}")
+        return cls(settle, deadline)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settle_seconds": self.settle_seconds, "deadline_seconds": self.deadline_seconds}
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int | None = None
+    cpus: float | None = None
+
+    @classmethod
+    def read(cls, r: Reader) -> Limits:
+        return cls(memory_bytes=r.int("memory_bytes", None, lo=4 * 1024 * 1024, hi=2**40),
+                   cpus=r.num("cpus", None, lo=0.01, hi=1024))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory_bytes": self.memory_bytes, "cpus": self.cpus}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    image: str  # repo@sha256:<index or manifest digest>
+    max_bytes: int | None = None  # compressed size budget; None: the agent's default
+    env: tuple[tuple[str, str], ...] = ()
+    command: tuple[str, ...] | None = None
+    ports: tuple[PortMapping, ...] = ()
+    restart: RestartPolicy = RestartPolicy.UNLESS_STOPPED
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def digest(self) -> str:
+        return self.image.rsplit("@", 1)[1]
+
+    @property
+    def repository(self) -> str:
+        return self.image.rsplit("@", 1)[0]
+
+    def spec_hash(self) -> str:
+        """A short, stable hash of everything that shapes the container; a change means re-create."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def read(cls, r: Reader) -> AppSpec:
+        command = r.raw("command", None)
+        if command is not None:
+            if not isinstance(command, list) or len(command) > 64:
+                raise ProtocolError(r.at("command"), "must be a list of at most 64 strings")
+            command = tuple(check_str(c, f"{r.at('command')}[{i}]", max_len=1024, allow_empty=True)
+                            for i, c in enumerate(command))
+        return cls(
+            name=r.str("name", max_len=63, pattern=APP_NAME_RE),
+            image=r.str("image", max_len=330, pattern=PINNED_IMAGE_RE),
+            max_bytes=r.int("max_bytes", None, lo=1, hi=2**40),
+            env=r.str_map("env", max_items=MAX_ENV, key_pattern=ENV_KEY_RE),
+            command=command,
+            ports=r.obj_list("ports", PortMapping.read, max_items=MAX_PORTS),
+            restart=_enum(r, "restart", RestartPolicy, RestartPolicy.UNLESS_STOPPED),
+            health=r.sub("health", HealthPolicy.read, HealthPolicy()),
+            limits=r.sub("limits", Limits.read, Limits()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "image": self.image, "max_bytes": self.max_bytes,
+                "env": dict(self.env), "command": list(self.command) if self.command is not None else None,
+                "ports": [p.to_dict() for p in self.ports], "restart": self.restart.value,
+                "health": self.health.to_dict(), "limits": self.limits.to_dict()}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Room for a detached signature over the canonical body; checking it comes with signing."""
+
+    alg: str
+    key_id: str
+    value: str
+
+    @classmethod
+    def read(cls, r: Reader) -> Signature:
+        return cls(alg=r.str("alg", max_len=32), key_id=r.str("key_id", max_len=128),
+                   value=r.str("value", max_len=2048))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alg": self.alg, "key_id": self.key_id, "value": self.value}
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    device_id: str
+    generation: int  # strictly increasing per device; an agent ignores anything not newer
+    apps: tuple[AppSpec, ...] = ()
+    issued_at: float | None = None
+
+    kind = "desired"
+
+    @classmethod
+    def read(cls, r: Reader) -> DesiredState:
+        apps = r.obj_list("apps", AppSpec.read, max_items=MAX_APPS)
+        names = [a.name for a in apps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ProtocolError(r.at("apps"), f"app name {dupes[0]!r} appears more than once")
+        return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
+                   generation=r.int("generation", lo=0), apps=apps,
+                   issued_at=r.num("issued_at", None, hi=1e11))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "generation": self.generation,
+                "apps": [a.to_dict() for a in self.apps], "issued_at": self.issued_at}
+
+    def app(self, name: str) -> AppSpec | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    name: str
+    phase: Phase
+    desired_image: str | None = None
+    current_image: str | None = None
+    error: str | None = None
+    restart_count: int = 0
+    health: str = "none"  # healthy | unhealthy | starting | none
+    generation: int | None = None  # generation of the spec the running container was made from
+
+    @classmethod
+    def read(cls, r: Reader) -> AppStatus:
+        health = r.str("health", "none", max_len=16)
+        if health not in ("healthy", "unhealthy", "starting", "none"):
+            raise ProtocolError(r.at("health"), f"{health!r} is not healthy, unhealthy, starting or none")
+        return cls(name=r.str("name", max_len=63, pattern=APP_NAME_RE),
+                   phase=_enum(r, "phase", Phase, Phase.PENDING),
+                   desired_image=r.str("desired_image", None, max_len=330),
+                   current_image=r.str("current_image", None, max_len=330),
+                   error=r.str("error", None, max_len=2048), restart_count=r.int("restart_count", 0),
+                   health=health, generation=r.int("generation", None))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase.value, "desired_image": self.desired_image,
+                "current_image": self.current_image, "error": self.error,
+                "restart_count": self.restart_count, "health": self.health, "generation": self.generation}
+
+
+@dataclass(frozen=True)
+class ReportedState:
+    device_id: str
+    generation: int  # the newest desired generation the agent accepted
+    apps: tuple[AppStatus, ...] = ()
+    error: str | None = None  # why the newest desired document was rejected, if it was
+    rejected_generation: int | None = None
+    platform: str | None = None
+    agent_version: str | None = None
+    ts: float | None = None
+
+    kind = "reported"
+
+    @classmethod
+    def read(cls, r: Reader) -> ReportedState:
+        return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
+                   generation=r.int("generation", lo=0),
+                   apps=r.obj_list("apps", AppStatus.read, max_items=MAX_APPS),
+                   error=r.str("error", None, max_len=2048),
+                   rejected_generation=r.int("rejected_generation", None),
+                   platform=r.str("platform", None, max_len=32),
+                   agent_version=r.str("agent_version", None, max_len=32),
+                   ts=r.num("ts", None, hi=1e11))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "generation": self.generation,
+                "apps": [a.to_dict() for a in self.apps], "error": self.error,
+                "rejected_generation": self.rejected_generation, "platform": self.platform,
+                "agent_version": self.agent_version, "ts": self.ts}
+
+    def app(self, name: str) -> AppStatus | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class Health:
+    device_id: str
+    ts: float
+    uptime_seconds: float
+    engine_reachable: bool
+    agent_version: str
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    mem_total_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    disk_free_bytes: int | None = None
+    cpu_temp_c: float | None = None
+    throttled: int | None = None  # Raspberry Pi get_throttled bits
+    agent_rss_bytes: int | None = None
+
+    kind = "health"
+
+    @classmethod
+    def read(cls, r: Reader) -> Health:
+        load = r.raw("load", [0.0, 0.0, 0.0])
+        if not isinstance(load, list) or len(load) != 3:
+            raise ProtocolError(r.at("load"), "must be a list of three numbers")
+        return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
+                   ts=r.num("ts", hi=1e11), uptime_seconds=r.num("uptime_seconds", hi=1e10),
+                   engine_reachable=r.bool("engine_reachable"),
+                   agent_version=r.str("agent_version", max_len=32),
+                   load=tuple(check_num(x, f"{r.at('load')}[{i}]", hi=1e6)  # type: ignore[arg-type]
+                              for i, x in enumerate(load)),
+                   mem_total_bytes=r.int("mem_total_bytes", None),
+                   mem_available_bytes=r.int("mem_available_bytes", None),
+                   disk_total_bytes=r.int("disk_total_bytes", None),
+                   disk_free_bytes=r.int("disk_free_bytes", None),
+                   cpu_temp_c=r.num("cpu_temp_c", None, lo=-100, hi=300),
+                   throttled=r.int("throttled", None, hi=2**32),
+                   agent_rss_bytes=r.int("agent_rss_bytes", None))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "ts": self.ts, "uptime_seconds": self.uptime_seconds,
+                "engine_reachable": self.engine_reachable, "agent_version": self.agent_version,
+                "load": list(self.load), "mem_total_bytes": self.mem_total_bytes,
+                "mem_available_bytes": self.mem_available_bytes,
+                "disk_total_bytes": self.disk_total_bytes, "disk_free_bytes": self.disk_free_bytes,
+                "cpu_temp_c": self.cpu_temp_c, "throttled": self.throttled,
+                "agent_rss_bytes": self.agent_rss_bytes}
+
+
+@dataclass(frozen=True)
+class Status:
+    device_id: str
+    online: bool
+    ts: float | None = None
+    agent_version: str | None = None
+    platform: str | None = None
+
+    kind = "status"
+
+    @classmethod
+    def read(cls, r: Reader) -> Status:
+        return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
+                   online=r.bool("online"), ts=r.num("ts", None, hi=1e11),
+                   agent_version=r.str("agent_version", None, max_len=32),
+                   platform=r.str("platform", None, max_len=32))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "online": self.online, "ts": self.ts,
+                "agent_version": self.agent_version, "platform": self.platform}
+
+
+__all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Health", "HealthPolicy", "Limits", "Phase",
+           "PortMapping", "ReportedState", "RestartPolicy", "Signature", "Status"]

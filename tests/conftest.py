@@ -1,0 +1,75 @@
+"""Session-wide real services for the integration tests: Mosquitto, dockerd, the registry and qemu
+binfmt, each private to this test run, on loopback, and stopped at the end.
+
+A missing prerequisite fails the test with a message saying how to get it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.sandbox import binaries, binfmt
+from controller.sandbox.dockerd import Dockerd
+from controller.sandbox.mosquitto import Mosquitto
+from controller.sandbox.prereqs import MissingPrerequisite
+from controller.sandbox.registry import Registry
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def _need(start):  # type: ignore[no-untyped-def]
+    try:
+        return start()
+    except MissingPrerequisite as exc:
+        pytest.fail(f"prerequisite missing: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox_root() -> Iterator[Path]:
+    # Short, because unix socket paths (dockerd, containerd) must stay under ~100 characters.
+    root = Path(tempfile.mkdtemp(prefix="tft", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(sandbox_root: Path) -> Iterator[Mosquitto]:
+    broker = _need(lambda: Mosquitto(sandbox_root / "mqtt").start())
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(sandbox_root: Path) -> Iterator[Registry]:
+    reg = _need(lambda: Registry(sandbox_root / "reg").start())
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def qemu() -> None:
+    _need(binfmt.ensure)
+
+
+@pytest.fixture(scope="session")
+def dockerd(sandbox_root: Path, qemu: None) -> Iterator[Dockerd]:
+    engine = _need(lambda: Dockerd(sandbox_root / "d").start())
+    yield engine
+    engine.stop()
+    engine.remove()
+
+
+@pytest.fixture(scope="session")
+def demo_binaries(sandbox_root: Path) -> dict:
+    return _need(lambda: binaries.build(sandbox_root / "bin"))
