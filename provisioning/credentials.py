@@ -1,0 +1,137 @@
+"""Per-device MQTT identity: every device gets its own username (its device id) and a random secret;
+the broker learns only a salted hash, as a Mosquitto password-file entry (`$7$`: PBKDF2-SHA512, the
+format mosquitto_passwd writes). No fleet-wide secret exists; a secret is shown to nobody but the
+device it is written to."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.errors import ProtocolError
+from protocol.topics import PREFIX, validate_device_id
+from provisioning.errors import CredentialError
+
+ITERATIONS = 101  # mosquitto_passwd's own default for $7$
+SALT_BYTES = 12
+SECRET_BYTES = 32
+# Least privilege for every device: its own subtree only, %u being the MQTT username = the device id.
+ACL = (f"pattern read {PREFIX}/%u/desired\n"
+       f"pattern write {PREFIX}/%u/reported\n"
+       f"pattern write {PREFIX}/%u/health\n"
+       f"pattern write {PREFIX}/%u/status\n")
+
+
+@dataclass(frozen=True)
+class DeviceCredential:
+    username: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"DeviceCredential(username={self.username!r}, secret=<hidden>)"
+
+    def password_entry(self) -> str:
+        return f"{self.username}:{hash_secret(self.secret)}"
+
+
+def issue(device_id: str, secret: str | None = None) -> DeviceCredential:
+    try:
+        validate_device_id(device_id)
+    except ProtocolError as exc:
+        raise CredentialError(f"device id: {exc}") from exc
+    if secret is not None and (len(secret) < 16 or any(c in secret for c in "\r\n:")):
+        raise CredentialError("a device secret must be at least 16 characters, on one line, without ':'")
+    return DeviceCredential(device_id, secret or secrets.token_urlsafe(SECRET_BYTES))
+
+
+def hash_secret(secret: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    salt = salt or os.urandom(SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def matches(secret: str, hashed: str) -> bool:
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7":
+        return False
+    try:
+        salt, want = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+        got = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, int(parts[2]))
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, want)
+
+
+class PasswordFile:
+    """A Mosquitto password file: `user:hash` lines. Updates are locked against parallel provisioning
+    runs and atomic (write temp, fsync, rename); lines it does not own are kept as they are."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> dict[str, str]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise CredentialError(f"cannot read the password file {self.path}: {exc.strerror}") from exc
+        out = {}
+        for line in text.splitlines():
+            user, sep, hashed = line.partition(":")
+            if sep and user and not line.startswith("#"):
+                out[user] = hashed
+        return out
+
+    def hash_for(self, username: str) -> str | None:
+        return self.entries().get(username)
+
+    def put(self, credential: DeviceCredential) -> None:
+        with self._locked():
+            entries = self.entries()
+            entries[credential.username] = hash_secret(credential.secret)
+            self._write(entries)
+
+    def remove(self, username: str) -> bool:
+        with self._locked():
+            entries = self.entries()
+            if entries.pop(username, None) is None:
+                return False
+            self._write(entries)
+            return True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{self.path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _write(self, entries: dict[str, str]) -> None:
+        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o600
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(f"{user}:{hashed}\n" for user, hashed in entries.items()))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
