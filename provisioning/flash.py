@@ -159,6 +159,11 @@ def verify(written: Written) -> None:
 
 def customize_in_place(path: Path, customize: Customize) -> tuple[PartitionTable, Partition, Any]:
     """Edit the boot partition of a raw image file where it lies (no flashing)."""
+    table, boot = check_customizable(path)
+    return table, boot, customize(FatVolume(Path(path), boot.start))
+
+
+def check_customizable(path: Path) -> tuple[PartitionTable, Partition]:
     with open_image(path) as image:
         if image.format != "raw":
             raise ImageError(f"{path} is {image.format}-compressed; `customize` edits a raw .img in place "
@@ -170,7 +175,7 @@ def customize_in_place(path: Path, customize: Customize) -> tuple[PartitionTable
     if size < table.required_size:
         raise TruncatedImage(f"{path} is {size} bytes but its partition table needs {table.required_size}: "
                              "the image is truncated")
-    return table, boot, customize(FatVolume(Path(path), boot.start))
+    return table, boot
 
 
 def free_space_for_spool(boot: Partition, spool_dir: Path | None = None) -> None:

@@ -1,0 +1,313 @@
+"""`tinyfleet provision flash | customize | serial | credentials`: put the agent onto boards, either
+baked into an SD card image or installed over a serial console, each device with its own MQTT
+identity that the broker learns through its password file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import structlog
+
+from controller.cli.common import Exit, fail, human_bytes, print_json
+from provisioning import credentials, errors, flash, target
+from provisioning.board import existing_secret, install, read_identity
+from provisioning.bootpartition import Customized, customize
+from provisioning.console import Console
+from provisioning.device import DeviceSettings
+from provisioning.fat import FatVolume
+from provisioning.firstboot import BootOptions, Style, Wifi
+from provisioning.image import open_image
+from provisioning.installer import AgentSource
+from provisioning.shell import Shell
+
+DEFAULT_PASSWD = os.environ.get("TINYFLEET_MOSQUITTO_PASSWD", ".tinyfleet/mosquitto.passwd")
+EXIT = {errors.TruncatedImage: Exit.REFUSED, errors.ImageError: Exit.REFUSED, errors.TargetError: Exit.REFUSED,
+        errors.VerifyFailed: Exit.FAILED, errors.FatError: Exit.FAILED, errors.ConsoleClosed: Exit.UNAVAILABLE,
+        errors.ConsoleError: Exit.UNAVAILABLE, errors.LoginFailed: Exit.UNAUTHORIZED, errors.StepFailed: Exit.FAILED,
+        errors.CredentialError: Exit.USAGE}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = sub.add_parser("provision", help="put the agent onto boards: SD card images and serial consoles")
+    cmds = group.add_subparsers(dest="provision_command", metavar="COMMAND", required=True)
+
+    f = cmds.add_parser("flash", help="write an image (.img/.xz/.gz/.zip) with the agent baked in, then verify")
+    f.add_argument("image", metavar="IMAGE", type=Path)
+    f.add_argument("--target", required=True, type=Path, help="a card (/dev/sdX) or an image file to create")
+    f.add_argument("--yes", action="store_true", help="do not ask before overwriting a block device")
+    _device_flags(f)
+    _boot_flags(f)
+    f.set_defaults(handler=do_flash)
+
+    c = cmds.add_parser("customize", help="bake the agent into a raw .img file in place, without flashing")
+    c.add_argument("image", metavar="IMAGE", type=Path)
+    _device_flags(c)
+    _boot_flags(c)
+    c.set_defaults(handler=do_customize)
+
+    s = cmds.add_parser("serial", help="install the agent on a running board over its serial console")
+    s.add_argument("--port", required=True, help="/dev/ttyUSB0, socket://HOST:PORT or rfc2217://HOST:PORT")
+    s.add_argument("--baud", type=int, default=115200, help="line speed (8N1; default 115200)")
+    s.add_argument("--user", required=True, help="login name (root, or a user that logs in as root)")
+    s.add_argument("--password-file", type=Path, help="file holding the login password (never on the command line)")
+    s.add_argument("--login-timeout", type=float, default=60.0, metavar="SECONDS")
+    s.add_argument("--index-url", help="pip index to install the agent from (default PyPI)")
+    s.add_argument("--wheel", type=Path, help="install this agent wheel (uploaded over the console) instead")
+    _device_flags(s)
+    s.set_defaults(handler=do_serial)
+
+    cr = cmds.add_parser("credentials", help="per-device MQTT credentials the broker knows (hashes only)")
+    ccmds = cr.add_subparsers(dest="credentials_command", metavar="COMMAND", required=True)
+    for name, helptext, handler in (("list", "device ids with broker credentials", do_cred_list),
+                                    ("export", "the password-file entries, for mosquitto or the controller",
+                                     do_cred_export),
+                                    ("revoke", "remove a device's credentials", do_cred_revoke),
+                                    ("acl", "Mosquitto ACL patterns: each device reaches only its own topics",
+                                     do_cred_acl)):
+        p = ccmds.add_parser(name, help=helptext)
+        _passwd_flag(p)
+        if name == "revoke":
+            p.add_argument("device_id", metavar="DEVICE_ID")
+        if name == "export":
+            p.add_argument("--format", choices=("mosquitto", "json"), default="mosquitto")
+        if name == "list":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+
+
+def _passwd_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passwd-file", type=Path, default=Path(DEFAULT_PASSWD),
+                   help="the broker's Mosquitto password file to add this device to "
+                        "(env TINYFLEET_MOSQUITTO_PASSWD; default .tinyfleet/mosquitto.passwd)")
+
+
+def _device_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-id", required=True, help="the device's id, also its MQTT username")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT (no credentials)")
+    p.add_argument("--ca-file", type=Path, help="PEM CA certificate for mqtts with a private CA")
+    p.add_argument("--platform", help="override the agent's platform detection, e.g. linux/arm/v6")
+    p.add_argument("--mqtt-password-file", type=Path,
+                   help="use this device secret instead of a new random one (the file's first line)")
+    _passwd_flag(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def _boot_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--first-boot", choices=("auto", *[s.value for s in Style]), default="auto",
+                   help="first-boot format: cloud-init (current Raspberry Pi OS), firstrun (bookworm-era); "
+                        "default: detect from the boot partition")
+    p.add_argument("--index-url", help="pip index the board installs the agent from (default PyPI)")
+    p.add_argument("--wheel", type=Path, help="bundle this agent wheel onto the boot partition and install it")
+    p.add_argument("--hostname")
+    p.add_argument("--wifi-ssid")
+    p.add_argument("--wifi-psk-file", type=Path, help="file holding the Wi-Fi passphrase")
+    p.add_argument("--wifi-country", default="GB", help="regulatory domain (default GB)")
+    p.add_argument("--ssh-key", type=Path, help="public key file to authorise for --ssh-user")
+    p.add_argument("--ssh-user", default="pi")
+    p.add_argument("--enable-uart", action="store_true", help="enable_uart=1 and a serial console on cmdline.txt")
+
+
+def _configure_logging(verbose: bool) -> None:
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else
+                                                                            logging.WARNING))
+
+
+def _first_line(path: Path, what: str) -> str:
+    try:
+        return path.read_text().splitlines()[0].strip() if path.read_text().strip() else ""
+    except OSError as exc:
+        raise errors.CredentialError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def _settings(args: argparse.Namespace, secret: str | None = None) -> tuple[DeviceSettings, bool]:
+    """The device's settings with its credential (reused when `secret` still matches the broker's hash).
+    The broker's password file learns the credential before the device does."""
+    passwd = credentials.PasswordFile(args.passwd_file)
+    known = passwd.hash_for(args.device_id)
+    reused = bool(secret and known and credentials.matches(secret, known))
+    if not reused:
+        given = _first_line(args.mqtt_password_file, "--mqtt-password-file") if args.mqtt_password_file else None
+        cred = credentials.issue(args.device_id, given)
+    else:
+        cred = credentials.DeviceCredential(args.device_id, secret or "")
+    ca = None
+    if args.ca_file:
+        try:
+            ca = args.ca_file.read_text()
+        except OSError as exc:
+            raise errors.CredentialError(f"cannot read --ca-file {args.ca_file}: {exc.strerror}") from exc
+    settings = DeviceSettings(args.device_id, args.broker, cred.username, cred.secret, ca, args.platform)
+    if not reused:
+        passwd.put(cred)
+    return settings, reused
+
+
+def _boot_options(args: argparse.Namespace) -> BootOptions:
+    wifi = None
+    if args.wifi_ssid:
+        if not args.wifi_psk_file:
+            raise errors.CredentialError("--wifi-ssid needs --wifi-psk-file")
+        wifi = Wifi(args.wifi_ssid, _first_line(args.wifi_psk_file, "--wifi-psk-file"), args.wifi_country)
+    ssh_key = _first_line(args.ssh_key, "--ssh-key") if args.ssh_key else None
+    if args.wheel and not args.wheel.is_file():
+        raise errors.CredentialError(f"--wheel {args.wheel} is not a file")
+    return BootOptions(hostname=args.hostname, wifi=wifi, ssh_user=args.ssh_user, ssh_key=ssh_key,
+                       enable_uart=args.enable_uart, index_url=args.index_url)
+
+
+def _style(args: argparse.Namespace) -> Style | None:
+    return None if args.first_boot == "auto" else Style(args.first_boot)
+
+
+def _report(args: argparse.Namespace, summary: dict) -> None:
+    if args.json:
+        print_json(summary)
+    else:
+        for key, value in summary.items():
+            print(f"{key:>18}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+def _customized(done: Customized) -> dict:
+    return {"first_boot": done.style.value, "boot_files_written": list(done.written), "cmdline": done.cmdline}
+
+
+def do_customize(args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
+    try:
+        options = _boot_options(args)
+        flash.check_customizable(args.image)
+        settings, _ = _settings(args)
+        table, boot, done = flash.customize_in_place(
+            args.image, lambda vol: customize(vol, settings, options, _style(args), args.wheel))
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    _report(args, {"image": str(args.image), "device_id": args.device_id, "partition_table": table.scheme,
+                   "boot_partition": f"{boot.number} at {boot.start} bytes", **_customized(done)})
+    return Exit.OK
+
+
+def _confirm(args: argparse.Namespace, tgt: target.Target) -> bool:
+    if not tgt.is_block or args.yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"Write {args.image} to {tgt.path} ({human_bytes(tgt.size)})? Everything on it is lost. [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def do_flash(args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
+    try:
+        options = _boot_options(args)
+        tgt = target.check(args.target, args.image)
+        if not _confirm(args, tgt):
+            return fail(f"not writing {tgt.path}: confirm with --yes (or answer y at the prompt)", Exit.REFUSED)
+        def bake(volume: FatVolume) -> Customized:  # the credential is issued once the image proved readable
+            return customize(volume, _settings(args)[0], options, _style(args), args.wheel)
+
+        with open_image(args.image) as image, _progress(args) as progress:
+            written = flash.write(image, tgt.path, bake, progress)
+        flash.verify(written)
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    _report(args, {"target": str(written.target), "device_id": args.device_id, "bytes": written.size,
+                   "sha256": written.sha256, "verified": True, "partition_table": written.table.scheme,
+                   **_customized(written.customized)})
+    return Exit.OK
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.live = sys.stderr.isatty() and not args.json
+        self.bar = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.live:
+            return None
+        from rich.console import Console as RichConsole
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), "{task.percentage:>3.0f}%",
+                            DownloadColumn(), TimeRemainingColumn(), console=RichConsole(stderr=True))
+        self.bar.start()
+        task = self.bar.add_task("writing", total=1.0)
+        return lambda fraction, _written: self.bar.update(task, completed=fraction)  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def do_serial(args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
+    log = structlog.get_logger("tinyfleet.provision")
+    try:
+        password = _first_line(args.password_file, "--password-file") if args.password_file else None
+        if args.wheel and not args.wheel.is_file():
+            raise errors.CredentialError(f"--wheel {args.wheel} is not a file")
+        with Console.open(args.port, args.baud) as console:
+            shell = Shell(console)
+            log.info("logging in", port=args.port, user=args.user)
+            shell.login(args.user, password, args.login_timeout)
+            level = shell.quiet_kernel()
+            identity = read_identity(shell)
+            log.info("board identified", serial=identity.serial, model=identity.model, arch=identity.arch)
+            settings, reused = _settings(args, existing_secret(shell))
+            active = install(shell, settings, AgentSource(args.index_url), args.wheel)
+            shell.run(f"echo {int(level) if level.isdigit() else 7} > /proc/sys/kernel/printk",
+                      "restore console log level")
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    _report(args, {"device_id": args.device_id, "serial_number": identity.serial, "model": identity.model,
+                   "architecture": identity.arch, "platform": args.platform or identity.platform or "unknown",
+                   "secret": "kept (still valid)" if reused else "new", "agent_active": active})
+    return Exit.OK
+
+
+def do_cred_list(args: argparse.Namespace) -> int:
+    try:
+        names = sorted(credentials.PasswordFile(args.passwd_file).entries())
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    if args.json:
+        print_json(names)
+    else:
+        print("\n".join(names))
+    return Exit.OK
+
+
+def do_cred_export(args: argparse.Namespace) -> int:
+    try:
+        entries = credentials.PasswordFile(args.passwd_file).entries()
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    if args.format == "json":
+        print_json([{"device_id": user, "mqtt_username": user, "password_hash": hashed}
+                    for user, hashed in entries.items()])
+    else:
+        sys.stdout.write("".join(f"{user}:{hashed}\n" for user, hashed in entries.items()))
+    return Exit.OK
+
+
+def do_cred_revoke(args: argparse.Namespace) -> int:
+    try:
+        removed = credentials.PasswordFile(args.passwd_file).remove(args.device_id)
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    if not removed:
+        return fail(f"{args.device_id} has no credentials in {args.passwd_file}", Exit.NOT_FOUND)
+    print(f"revoked {args.device_id} (reload the broker: kill -HUP its pid)")
+    return Exit.OK
+
+
+def do_cred_acl(args: argparse.Namespace) -> int:
+    sys.stdout.write(credentials.ACL)
+    return Exit.OK
+
