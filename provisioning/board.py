@@ -21,8 +21,8 @@ ARCH_PLATFORM = {"armv6l": "linux/arm/v6", "armv7l": "linux/arm/v7", "armv8l": "
                  "aarch64": "linux/arm64", "arm64": "linux/arm64", "x86_64": "linux/amd64", "i686": "linux/386",
                  "riscv64": "linux/riscv64"}
 WHEEL_DIR = "/usr/local/lib/tinyfleet"
-IDENTITY = ("tr -d '\\000' < /sys/firmware/devicetree/base/serial-number 2>/dev/null; echo; "
-            "tr -d '\\000' < /proc/device-tree/model 2>/dev/null; echo; uname -m; cat /etc/machine-id 2>/dev/null")
+IDENTITY = ("cat /sys/firmware/devicetree/base/serial-number 2>/dev/null | tr -d '\\000'; echo; "
+            "cat /proc/device-tree/model 2>/dev/null | tr -d '\\000'; echo; uname -m; cat /etc/machine-id 2>/dev/null")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def parse_identity(output: str) -> Identity:
 def read_identity(shell: Shell) -> Identity:
     identity = parse_identity(shell.run(IDENTITY, "read identity", check=True).output)
     if not identity.arch:
-        raise StepFailed("read identity", "uname -m printed nothing", shell.console.transcript())
+        raise StepFailed("read identity", "uname -m printed nothing", shell._seen())
     return identity
 
 

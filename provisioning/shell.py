@@ -94,11 +94,11 @@ class Shell:
             screen = classify(text)
             if screen is Screen.INCORRECT and sent_password:
                 raise LoginFailed("login", f"the board refused the login for user {user!r} (Login incorrect)",
-                                  self.console.transcript())
+                                  self._seen())
             if screen is Screen.PASSWORD and sent_user and not sent_password:
                 if password is None:
                     raise LoginFailed("login", f"the board asks for a password for {user!r}; give --password-file",
-                                      self.console.transcript())
+                                      self._seen())
                 with self.console.unrecorded("password sent"):
                     self.console.write(password + "\r")
                 sent_password, text = True, ""
@@ -113,7 +113,11 @@ class Shell:
                 wakes += 1
                 self.console.write("\x03\r" if wakes % 4 == 0 else "\r")
                 text = ""
-        raise LoginFailed("login", f"no login prompt or shell within {timeout:g}s", self.console.transcript())
+        raise LoginFailed("login", f"no login prompt or shell within {timeout:g}s", self._seen())
+
+    def _seen(self) -> str:
+        """The console's recent output, readable: no colour codes, \\n line ends, secrets redacted."""
+        return ANSI.sub("", self.console.transcript()).replace("\r\n", "\n").replace("\r", "\n")
 
     def _probe(self) -> bool:
         try:
@@ -123,12 +127,13 @@ class Shell:
 
     def _prepare(self) -> None:
         """No echo (half the traffic, secrets not echoed back), no history file, C locale, quiet kernel."""
-        self.run("stty -echo -onlcr 2>/dev/null; unset HISTFILE; set +o history 2>/dev/null; export LC_ALL=C PS2=",
+        self.run("stty -echo -onlcr 2>/dev/null; unset HISTFILE; [ -n \"${BASH_VERSION:-}\" ] && set +o history; "
+                 "export LC_ALL=C PS2=",
                  "prepare shell", timeout=10, subshell=False, stdin_tty=True)
         uid = self.run("id -u", "check root", timeout=10).output.strip()
         if uid != "0":
             raise LoginFailed("check root", f"logged in with uid {uid}; provisioning needs root (log in as root)",
-                              self.console.transcript())
+                              self._seen())
 
     def quiet_kernel(self) -> str:
         """Lower the console log level so kernel messages stop landing in our output; returns the old one."""
@@ -140,7 +145,7 @@ class Shell:
     def run(self, command: str, step: str, timeout: float = 30.0, subshell: bool = True,
             stdin_tty: bool = False, check: bool = False) -> Result:
         nonce = secrets.token_hex(6)
-        body = f"( {command} )" if subshell else f"{{ {command}\n}}"
+        body = f"( {command} )" if subshell else f"{{ {command}; }}"
         redirect = "" if stdin_tty else " </dev/null"
         line = (f"printf '\\036TFB{nonce}\\036\\n'; {body}{redirect} 2>&1; "
                 f"printf '\\036TFE{nonce}:%d\\036\\n' $?\r")
@@ -150,14 +155,15 @@ class Shell:
             self.console.write(line)
             match, _ = self.console.expect(frame, timeout)
         except ConsoleClosed as exc:
-            raise StepFailed(step, f"the console dropped ({exc})", self.console.transcript()) from exc
+            raise StepFailed(step, f"the console dropped ({exc})", self._seen()) from exc
         if match is None:
             self.console.write("\x03")  # interrupt what hangs so the next step starts from a prompt
-            raise StepFailed(step, f"no answer within {timeout:g}s", self.console.transcript())
-        result = Result(int(match.group(2)), match.group(1).replace("\r\n", "\n"))
+            raise StepFailed(step, f"no answer within {timeout:g}s", self._seen())
+        # Kernel messages can land inside the output until the console is quieted; they are not the command's.
+        result = Result(int(match.group(2)), KERNEL_LINE.sub("", match.group(1).replace("\r\n", "\n")))
         if check and not result.ok:
             raise StepFailed(step, f"exit code {result.exit_code}: {result.output.strip()[-400:]}",
-                             self.console.transcript())
+                             self._seen())
         return result
 
     def upload(self, data: bytes, dest: str, step: str, mode: str = "0644", secret: bool = False,
@@ -188,7 +194,7 @@ class Shell:
                 log.warning("chunk check failed, resending", step=step, chunk=number, attempt=attempt)
             else:
                 raise StepFailed(step, f"chunk {number} failed its sha256 check {attempts} times",
-                                 self.console.transcript())
+                                 self._seen())
         total = hashlib.sha256(data).hexdigest()
         self.run(f"[ \"$(sha256sum < {part} | cut -c1-64)\" = {total} ] && chmod {q(mode)} {part} && "
                  f"mv -f {part} {q(dest)} && rm -f {chunk_file}", f"{step}: verify and move into place", check=True)

@@ -1,0 +1,88 @@
+"""A running "board" behind a serial console, for tests: socat relays a loopback TCP port
+(pyserial's socket://) to a pty on which login_console.py shows a login prompt in front of a real
+shell. The board lives in its own mount namespace, so installing the agent there writes real files
+at the real paths (/opt/tinyfleet, /etc/tinyfleet, /etc/systemd/system, /usr/local/lib/tinyfleet)
+without touching this machine: /opt is a folder of the test, /etc and /usr/local/lib are overlays
+whose changes land in the test's folder, /proc/sys/kernel/printk is a test file, and systemctl is
+fake_systemctl (no systemd runs in the sandbox). Every connection gets a fresh login on the same
+board state, as re-plugging a USB-serial adapter would."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.sandbox.prereqs import require
+from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+
+HERE = Path(__file__).parent
+BOARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETUP = """#!/bin/sh
+set -e
+S={state}
+mount --bind "$S/opt" /opt
+mount -t overlay overlay -o lowerdir=/etc,upperdir="$S/etc-upper",workdir="$S/etc-work" /etc
+mount -t overlay overlay -o lowerdir=/usr/local/lib,upperdir="$S/lib-upper",workdir="$S/lib-work" /usr/local/lib
+mount --bind "$S/printk" /proc/sys/kernel/printk
+export PATH="$S/bin:{path}" TF_SYSTEMD_STATE="$S/systemd" {env}
+exec /usr/bin/python3 {login} {args}
+"""
+
+
+@dataclass
+class SerialBoard:
+    state: Path
+    port: int
+    proc: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    def etc(self, path: str) -> Path:
+        """A file the board wrote under /etc (from the overlay's upper folder)."""
+        return self.state / "etc-upper" / path.removeprefix("/etc/")
+
+    def console_level(self) -> str:
+        return (self.state / "printk").read_text().split()[0]
+
+    def unit_state(self, unit: str) -> str:
+        path = self.state / "systemd" / f"{unit}.active"
+        return path.read_text().strip() if path.exists() else "inactive"
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start(state: Path, password: str = "raspberry", echo: bool = True, shell: str = "bash",
+          drop_after_login: bool = False, noise_seconds: float = 30.0,
+          env: dict[str, str] | None = None) -> SerialBoard:
+    require("socat", "unshare", "mount", root=True)
+    for sub in ("opt", "etc-upper", "etc-work", "lib-upper", "lib-work", "bin", "systemd"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "printk").write_text("7\t4\t1\t7\n")
+    (state / "password").write_text(password + "\n")
+    systemctl = state / "bin" / "systemctl"
+    if not systemctl.exists():
+        systemctl.symlink_to(HERE / "fake_systemctl")
+    args = ["--password-file", str(state / "password"), "--echo", "on" if echo else "off", "--shell", shell,
+            "--noise-seconds", str(noise_seconds)] + (["--drop-after-login"] if drop_after_login else [])
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    script = state / "board.sh"
+    script.write_text(SETUP.format(state=shlex.quote(str(state)), path=BOARD_PATH, env=exports,
+                                   login=shlex.quote(str(HERE / "login_console.py")), args=shlex.join(args)))
+    port = free_port()
+    exec_cmd = f"unshare --mount --propagation private sh {script}".replace(":", "\\:").replace(",", "\\,")
+    argv = ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+            f"EXEC:{exec_cmd},pty,setsid,ctty,stderr,sane"]
+    proc = ManagedProcess("serial board", argv, state / "socat.log")
+    proc.start()
+    wait_until(lambda: proc.check_alive() is None and port_open(port), 10, "serial board (socat)", proc.log)
+    return SerialBoard(state, port, proc)
+
+
+def env_for_offline_pip(wheelhouse: Path) -> dict[str, str]:
+    """The test board has no network: pip installs the agent wheel alone, from local files only."""
+    return {"PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1", "PIP_FIND_LINKS": str(wheelhouse)}
+
