@@ -1,0 +1,44 @@
+"""The agent's configuration file: validated settings, TOML with every string escaped, no secret in
+a repr."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from provisioning.device import DeviceSettings, toml_value
+from provisioning.errors import CredentialError
+
+NASTY = ['plain', 'quote " inside', "back\\slash", "new\nline\ttab", "\x00\x1f\x7f", "ünïcødé ✓", "'single'", ""]
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_toml_strings_round_trip(value: str) -> None:
+    assert tomllib.loads(f"k = {toml_value(value)}")["k"] == value
+
+
+def test_agent_toml_has_the_contract_keys() -> None:
+    settings = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", 'se"cr\\et',
+                              "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", "linux/arm/v6")
+    parsed = tomllib.loads(settings.agent_toml())
+    assert parsed == {"device_id": "pi-0001", "broker": "mqtts://broker.example.com:8883",
+                      "mqtt_username": "pi-0001", "mqtt_password": 'se"cr\\et', "ca_file": "/etc/tinyfleet/ca.pem",
+                      "platform": "linux/arm/v6"}
+
+
+@pytest.mark.parametrize("device_id, broker, problem", [
+    ("pi/1", "mqtt://h:1883", "device id"),
+    ("pi-1", "http://h:1883", "must look like"),
+    ("pi-1", "mqtt://user:pw@h:1883", "must not carry credentials"),
+    ("pi-1", "mqtt://h:1883/path", "just scheme"),
+    ("pi-1", "mqtt://", "must look like"),
+])
+def test_bad_settings_are_refused_at_the_edge(device_id: str, broker: str, problem: str) -> None:
+    with pytest.raises(CredentialError, match=problem):
+        DeviceSettings(device_id, broker, device_id, "secret-secret-secret")
+
+
+def test_repr_never_shows_the_secret() -> None:
+    settings = DeviceSettings("pi-1", "mqtt://h:1883", "pi-1", "TOPSECRET-123456")
+    assert "TOPSECRET" not in repr(settings)
