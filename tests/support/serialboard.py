@@ -2,14 +2,16 @@
 (pyserial's socket://) to a pty on which login_console.py shows a login prompt in front of a real
 shell. The board lives in its own mount namespace, so installing the agent there writes real files
 at the real paths (/opt/tinyfleet, /etc/tinyfleet, /etc/systemd/system, /usr/local/lib/tinyfleet)
-without touching this machine: /opt is a folder of the test, /etc and /usr/local/lib are overlays
-whose changes land in the test's folder, /proc/sys/kernel/printk is a test file, and systemctl is
+without touching this machine: /opt and /usr/local/lib are folders of the test, /etc is a copy of
+this machine's /etc in the test's folder (overlayfs on the sandbox's own overlay root fails now and
+then, a copy never does), /proc/sys/kernel/printk is a test file, and systemctl is
 fake_systemctl (no systemd runs in the sandbox). Every connection gets a fresh login on the same
 board state, as re-plugging a USB-serial adapter would."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +23,13 @@ BOARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETUP = """#!/bin/sh
 set -e
 S={state}
+exec 2>>"$S/setup.log"  # mount problems go to a file; the console gets stderr back below
 mount --bind "$S/opt" /opt
-mount -t overlay overlay -o lowerdir=/etc,upperdir="$S/etc-upper",workdir="$S/etc-work" /etc
-mount -t overlay overlay -o lowerdir=/usr/local/lib,upperdir="$S/lib-upper",workdir="$S/lib-work" /usr/local/lib
+mount --bind "$S/etc" /etc
+mount --bind "$S/usr-local-lib" /usr/local/lib
 mount --bind "$S/printk" /proc/sys/kernel/printk
 export PATH="$S/bin:{path}" TF_SYSTEMD_STATE="$S/systemd" {env}
+exec 2>&1
 exec /usr/bin/python3 {login} {args}
 """
 
@@ -41,8 +45,8 @@ class SerialBoard:
         return f"socket://127.0.0.1:{self.port}"
 
     def etc(self, path: str) -> Path:
-        """A file the board wrote under /etc (from the overlay's upper folder)."""
-        return self.state / "etc-upper" / path.removeprefix("/etc/")
+        """A file under the board's /etc."""
+        return self.state / "etc" / path.removeprefix("/etc/")
 
     def console_level(self) -> str:
         return (self.state / "printk").read_text().split()[0]
@@ -59,8 +63,10 @@ def start(state: Path, password: str = "raspberry", echo: bool = True, shell: st
           drop_after_login: bool = False, noise_seconds: float = 30.0,
           env: dict[str, str] | None = None) -> SerialBoard:
     require("socat", "unshare", "mount", root=True)
-    for sub in ("opt", "etc-upper", "etc-work", "lib-upper", "lib-work", "bin", "systemd"):
+    for sub in ("opt", "usr-local-lib", "bin", "systemd"):
         (state / sub).mkdir(parents=True, exist_ok=True)
+    if not (state / "etc").exists():
+        shutil.copytree("/etc", state / "etc", symlinks=True)
     (state / "printk").write_text("7\t4\t1\t7\n")
     (state / "password").write_text(password + "\n")
     systemctl = state / "bin" / "systemctl"
