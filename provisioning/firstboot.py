@@ -237,6 +237,9 @@ def _firstrun_sh(options: BootOptions) -> str:
                   f"  iw reg set {c} 2>/dev/null; rfkill unblock wifi 2>/dev/null", "fi"]
     tokens = " ".join(FIRSTRUN_TOKENS)
     parts += ['sh "$HERE/tinyfleet/firstboot.sh"',
-              f"sed -i 's| {tokens}||' \"$HERE/cmdline.txt\"",
+              # vfat finds cmdline.txt in any case; a copy of the partition elsewhere may not
+              'CMDLINE="$HERE/cmdline.txt"; for f in "$HERE"/*; do',
+              '  [ "$(basename "$f" | tr "[:upper:]" "[:lower:]")" = cmdline.txt ] && CMDLINE=$f; done',
+              f"sed -i 's| {tokens}||' \"$CMDLINE\"",
               'rm -f "$HERE/firstrun.sh"', "exit 0"]
     return "\n".join(parts) + "\n"

@@ -1,0 +1,71 @@
+"""The credentials provisioning issues work on a real Mosquitto: the device's own secret connects,
+a wrong or revoked one does not, and the ACL confines a device to its own topics."""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from controller.sandbox.prereqs import MissingPrerequisite, require
+from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+from tests.support import piimage
+from tests.support.cli import tinyfleet
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    try:
+        require("mosquitto")
+    except MissingPrerequisite as exc:
+        pytest.fail(f"prerequisite missing: {exc}", pytrace=False)
+    port = free_port()
+    passwd, acl = tmp_path / "mosquitto.passwd", tmp_path / "acl"
+    acl.write_text(tinyfleet("provision", "credentials", "acl").stdout)
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n")
+    broker = ManagedProcess("mosquitto", ["mosquitto", "-c", str(config)], tmp_path / "mosquitto.log")
+
+    def start() -> None:
+        broker.start()
+        wait_until(lambda: broker.check_alive() is None and port_open(port), 15, "mosquitto", broker.log)
+    yield passwd, port, start, broker
+    broker.stop()
+
+
+def connect(port: int, username: str, password: str) -> mqtt.ReasonCode | int:
+    done = threading.Event()
+    result: list = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+    assert result, "no CONNACK from the broker"
+    return result[0]
+
+
+def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure_broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    passwd, port, start, broker = secure_broker
+    image = pi_image("cloud-init")
+    baked = tinyfleet("provision", "customize", str(image), "--device-id", "pi-0300", "--broker",
+                      f"mqtt://127.0.0.1:{port}", "--passwd-file", str(passwd))
+    assert baked.returncode == 0, baked.stderr
+    secret = tomllib.loads(piimage.boot_read(image, "tinyfleet/agent.toml"))["mqtt_password"]
+    start()
+    assert not connect(port, "pi-0300", secret).is_failure
+    assert connect(port, "pi-0300", secret + "x").is_failure
+    assert connect(port, "pi-0301", secret).is_failure, "one device's secret is not another's"
+    exported = tinyfleet("provision", "credentials", "export", "--passwd-file", str(passwd), "--format", "json")
+    assert '"device_id": "pi-0300"' in exported.stdout and secret not in exported.stdout
+    revoked = tinyfleet("provision", "credentials", "revoke", "pi-0300", "--passwd-file", str(passwd))
+    assert revoked.returncode == 0, revoked.stderr
+    broker.stop()
+    start()
+    assert connect(port, "pi-0300", secret).is_failure
