@@ -26,7 +26,8 @@ def secure_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     passwd, acl = tmp_path / "mosquitto.passwd", tmp_path / "acl"
     acl.write_text(tinyfleet("provision", "credentials", "acl").stdout)
     config = tmp_path / "mosquitto.conf"
-    config.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n")
+    config.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+                      f"password_file {passwd}\nacl_file {acl}\n")
     broker = ManagedProcess("mosquitto", ["mosquitto", "-c", str(config)], tmp_path / "mosquitto.log")
 
     def start() -> None:
@@ -34,6 +35,23 @@ def secure_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
         wait_until(lambda: broker.check_alive() is None and port_open(port), 15, "mosquitto", broker.log)
     yield passwd, port, start, broker
     broker.stop()
+
+
+def publish(port: int, username: str, password: str, topic: str) -> mqtt.ReasonCode:
+    """Publish at QoS 1 and return the broker's PUBACK reason (MQTT 5 says 'Not authorized')."""
+    acked = threading.Event()
+    reasons: list = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    client.on_publish = lambda c, u, mid, rc, p: (reasons.append(rc), acked.set())
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(topic, b"{}", qos=1)
+    acked.wait(10)
+    client.disconnect()
+    client.loop_stop()
+    assert reasons, "no PUBACK from the broker"
+    return reasons[0]
 
 
 def connect(port: int, username: str, password: str) -> mqtt.ReasonCode | int:
@@ -62,6 +80,8 @@ def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure
     assert not connect(port, "pi-0300", secret).is_failure
     assert connect(port, "pi-0300", secret + "x").is_failure
     assert connect(port, "pi-0301", secret).is_failure, "one device's secret is not another's"
+    assert not publish(port, "pi-0300", secret, "tinyfleet/v1/devices/pi-0300/reported").is_failure
+    assert publish(port, "pi-0300", secret, "tinyfleet/v1/devices/pi-0999/reported").is_failure, "ACL: own topics"
     exported = tinyfleet("provision", "credentials", "export", "--passwd-file", str(passwd), "--format", "json")
     assert '"device_id": "pi-0300"' in exported.stdout and secret not in exported.stdout
     revoked = tinyfleet("provision", "credentials", "revoke", "pi-0300", "--passwd-file", str(passwd))
