@@ -91,6 +91,8 @@ def check(target: Path, source: Path) -> Target:
         for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
             if _read(backing).strip() == str(path):
                 raise TargetError(f"{target} is attached to /dev/{backing.parent.parent.name}; detach it first")
+    elif path.is_relative_to("/dev"):  # a card that is not there (yet): never create a plain file in /dev
+        raise TargetError(f"{target} does not exist: is the card inserted? (`lsblk` lists disks)")
     elif not path.parent.is_dir():
         raise TargetError(f"cannot create {target}: {path.parent} is not a folder")
     return Target(path, False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox.prereqs import MissingPrerequisite
+from tests.conftest import _need
 from tests.support import piimage, serialboard
 
 REPO = Path(__file__).resolve().parents[3]
@@ -21,13 +21,6 @@ VARIANTS = {
     "gpt": piimage.Variant("gpt", cloud_init=False, names="long"),
     "mixed-case": piimage.Variant("mbr", cloud_init=True, names="mixed"),
 }
-
-
-def _need(start):  # type: ignore[no-untyped-def]
-    try:
-        return start()
-    except MissingPrerequisite as exc:
-        pytest.fail(f"prerequisite missing: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

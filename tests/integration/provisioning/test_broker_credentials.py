@@ -37,36 +37,34 @@ def secure_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     broker.stop()
 
 
-def publish(port: int, username: str, password: str, topic: str) -> mqtt.ReasonCode:
-    """Publish at QoS 1 and return the broker's PUBACK reason (MQTT 5 says 'Not authorized')."""
-    acked = threading.Event()
-    reasons: list = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(username, password)
-    client.on_publish = lambda c, u, mid, rc, p: (reasons.append(rc), acked.set())
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    client.publish(topic, b"{}", qos=1)
-    acked.wait(10)
-    client.disconnect()
-    client.loop_stop()
-    assert reasons, "no PUBACK from the broker"
-    return reasons[0]
-
-
-def connect(port: int, username: str, password: str) -> mqtt.ReasonCode | int:
+def session(port: int, username: str, password: str, act) -> list:  # type: ignore[no-untyped-def]
+    """Connect with MQTT 5, let `act(client, results, done)` do its part, collect what it records."""
     done = threading.Event()
-    result: list = []
+    results: list = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
-    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    act(client, results, done)
     client.connect("127.0.0.1", port)
     client.loop_start()
     done.wait(10)
     client.disconnect()
     client.loop_stop()
-    assert result, "no CONNACK from the broker"
-    return result[0]
+    assert results, "no answer from the broker"
+    return results
+
+
+def connect(port: int, username: str, password: str) -> mqtt.ReasonCode:
+    def act(client, results, done):  # type: ignore[no-untyped-def]
+        client.on_connect = lambda c, u, f, rc, p: (results.append(rc), done.set())
+    return session(port, username, password, act)[0]
+
+
+def publish(port: int, username: str, password: str, topic: str) -> mqtt.ReasonCode:
+    """Publish at QoS 1 and return the broker's PUBACK reason (MQTT 5 says 'Not authorized')."""
+    def act(client, results, done):  # type: ignore[no-untyped-def]
+        client.on_connect = lambda c, u, f, rc, p: c.publish(topic, b"{}", qos=1)
+        client.on_publish = lambda c, u, mid, rc, p: (results.append(rc), done.set())
+    return session(port, username, password, act)[0]
 
 
 def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure_broker, tmp_path) -> None:  # type: ignore[no-untyped-def]

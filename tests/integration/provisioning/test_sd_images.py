@@ -200,3 +200,41 @@ def test_flash_refuses_unsafe_targets(pi_image, tmp_path, target, problem) -> No
     result = provision("flash", str(source), "--target", str(source) if target == "SOURCE" else target,
                        "--device-id", "pi-8", passwd=tmp_path / "p")
     assert result.returncode == 8 and problem in result.stderr, result.stderr
+
+
+def test_a_missing_device_is_never_created_as_a_file(pi_image, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = provision("flash", str(pi_image("cloud-init")), "--target", "/dev/sdzz-tinyfleet-test", "--device-id",
+                       "pi-9", passwd=tmp_path / "p")
+    assert result.returncode == 8 and "is the card inserted" in result.stderr
+    assert not Path("/dev/sdzz-tinyfleet-test").exists()
+
+
+@pytest.fixture
+def loop_device(tmp_path):  # type: ignore[no-untyped-def]
+    """A real block device: a loop device over a file (root and /dev/loop-control, as dockerd needs too)."""
+    backing = tmp_path / "disk.bin"
+    with open(backing, "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    attach = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
+    if attach.returncode != 0:
+        pytest.fail(f"prerequisite missing: cannot attach a loop device ({attach.stderr.strip()}); "
+                    "run as root on a machine with /dev/loop-control", pytrace=False)
+    device = attach.stdout.strip()
+    yield Path(device)
+    subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_flashing_a_block_device_asks_first_then_writes_and_verifies(pi_image, tmp_path, loop_device) -> None:  # type: ignore[no-untyped-def]
+    source = pi_image("gpt")
+    args = ("flash", str(source), "--target", str(loop_device), "--device-id", "pi-0010")
+    unconfirmed = provision(*args, passwd=tmp_path / "p")
+    assert unconfirmed.returncode == 8 and "--yes" in unconfirmed.stderr, "no terminal to ask: refuse"
+    result = provision(*args, "--yes", passwd=tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] is True
+    size = source.stat().st_size
+    with open(loop_device, "rb") as dev:
+        written = dev.read(size)
+    assert hashlib.sha256(written).hexdigest() == report["sha256"]
+    assert written[:512] == source.read_bytes()[:512]
