@@ -31,6 +31,8 @@ LOGIN_PROMPT = re.compile(r"login:\s*$", re.IGNORECASE)
 PASSWORD_PROMPT = re.compile(r"password[^:\n]*:\s*$", re.IGNORECASE)
 LOGIN_INCORRECT = re.compile(r"login incorrect|authentication failure", re.IGNORECASE)
 SHELL_PROMPT = re.compile(r"[#$%>]\s*$")
+SUDO_PROMPT = "tinyfleet-sudo-password:"
+SUDO_REFUSED = re.compile(r"sorry, try again|not in the sudoers|is not allowed to run|incorrect password", re.I)
 UPLOAD_CHUNK = 2400  # raw bytes; 3200 base64 characters keeps each line far below the tty's 4095 limit
 
 
@@ -77,6 +79,7 @@ class Result:
 class Shell:
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.depth = 0  # nested shells we opened (sudo), closed again by logout()
 
     # --- login ---------------------------------------------------------------------------------------
     def login(self, user: str, password: str | None, timeout: float = 60.0) -> None:
@@ -106,7 +109,7 @@ class Shell:
                 self.console.write(user + "\r")
                 sent_user, sent_password, text = True, False, ""
             elif screen is Screen.SHELL and self._probe():
-                self._prepare()
+                self._prepare(password, timeout)
                 return
             elif screen is Screen.SHELL or screen is Screen.PASSWORD or (screen is Screen.INCORRECT) or not fresh:
                 # Someone else's half-finished login, a failed probe, or silence: wake the console again.
@@ -125,15 +128,57 @@ class Shell:
         except StepFailed:
             return False
 
-    def _prepare(self) -> None:
-        """No echo (half the traffic, secrets not echoed back), no history file, C locale, quiet kernel."""
+    def _prepare(self, password: str | None, timeout: float) -> None:
+        """A quiet root shell: no echo (half the traffic, secrets not echoed back), no history file, C
+        locale; through sudo when the login is not root (Raspberry Pi OS has no root login)."""
+        self._quiet_shell()
+        if self._uid() == "0":
+            return
+        self._become_root(password, timeout)
+        self._quiet_shell()
+        uid = self._uid()
+        if uid != "0":
+            raise LoginFailed("become root", f"still uid {uid} after sudo", self._seen())
+
+    def _quiet_shell(self) -> None:
         self.run("stty -echo -onlcr 2>/dev/null; unset HISTFILE; [ -n \"${BASH_VERSION:-}\" ] && set +o history; "
                  "export LC_ALL=C PS2=",
                  "prepare shell", timeout=10, subshell=False, stdin_tty=True)
-        uid = self.run("id -u", "check root", timeout=10).output.strip()
-        if uid != "0":
-            raise LoginFailed("check root", f"logged in with uid {uid}; provisioning needs root (log in as root)",
-                              self._seen())
+
+    def _uid(self) -> str:
+        return self.run("id -u", "check user id", timeout=10, check=True).output.strip()
+
+    def _become_root(self, password: str | None, timeout: float) -> None:
+        self.console.write(f"sudo -p '{SUDO_PROMPT} ' -s\r")
+        text, answered = "", False
+        for _ in range(max(1, int(timeout / 0.5))):
+            text += self.console.read(0.5)
+            tail = clean(text)
+            if SUDO_REFUSED.search(tail):
+                self.console.write("\x03\r")
+                raise LoginFailed("become root", "sudo refused (wrong password, or the user may not use sudo); "
+                                                 "log in as root or as a sudoer", self._seen())
+            if tail.rstrip().endswith(SUDO_PROMPT):
+                if password is None or answered:
+                    self.console.write("\x03\r")
+                    raise LoginFailed("become root", "sudo asks for a password; give --password-file", self._seen())
+                with self.console.unrecorded("sudo password sent"):
+                    self.console.write(password + "\r")
+                text, answered = "", True
+            elif classify(text) is Screen.SHELL and self._probe():
+                self.depth += 1
+                return
+        raise LoginFailed("become root", f"no root shell from sudo within {timeout:g}s", self._seen())
+
+    def logout(self) -> None:
+        """Leave the console as we found a serial console should be left: at a login prompt."""
+        try:
+            for _ in range(self.depth + 1):
+                self.console.write("exit\r")
+                self.console.read(0.3)
+        except ConsoleClosed:
+            pass  # a console server may hang up when the session ends: that is logged out too
+        self.depth = 0
 
     def quiet_kernel(self) -> str:
         """Lower the console log level so kernel messages stop landing in our output; returns the old one."""

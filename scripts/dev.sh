@@ -21,13 +21,14 @@ APT_PACKAGES=(
   socat xz-utils zip unzip           # serial consoles, compressed images
   iproute2 procps ca-certificates
   python3 python3-venv python3-pip
+  sudo                               # serial provisioning tests: a Raspberry-Pi-OS-like sudoer on the test board
 )
 # binary -> package, to decide quickly whether apt-get has work to do
 CHECKS=(mosquitto:mosquitto mosquitto_pub:mosquitto-clients dockerd:docker.io docker-registry:docker-registry
         qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
         arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf arm-linux-gnueabi-gcc:gcc-arm-linux-gnueabi
         mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk socat:socat xz:xz-utils zip:zip unzip:unzip ip:iproute2
-        gcc:gcc)
+        gcc:gcc sudo:sudo)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = cmds.add_parser("serial", help="install the agent on a running board over its serial console")
     s.add_argument("--port", required=True, help="/dev/ttyUSB0, socket://HOST:PORT or rfc2217://HOST:PORT")
     s.add_argument("--baud", type=int, default=115200, help="line speed (8N1; default 115200)")
-    s.add_argument("--user", required=True, help="login name (root, or a user that logs in as root)")
+    s.add_argument("--user", required=True, help="login name: root, or a user who may sudo (e.g. pi)")
     s.add_argument("--password-file", type=Path, help="file holding the login password (never on the command line)")
     s.add_argument("--login-timeout", type=float, default=60.0, metavar="SECONDS")
     s.add_argument("--index-url", help="pip index to install the agent from (default PyPI)")
@@ -263,6 +263,7 @@ def do_serial(args: argparse.Namespace) -> int:
             active = install(shell, settings, AgentSource(args.index_url), args.wheel)
             shell.run(f"echo {int(level) if level.isdigit() else 7} > /proc/sys/kernel/printk",
                       "restore console log level")
+            shell.logout()
     except errors.ProvisioningError as exc:
         return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
     _report(args, {"device_id": args.device_id, "serial_number": identity.serial, "model": identity.model,

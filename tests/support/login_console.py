@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import random
 import sys
 import termios
@@ -106,8 +107,13 @@ def main() -> int:
         if args.drop_after_login:
             return 0  # the cable is pulled right after logging in
         os.write(fd, b"Linux raspberrypi 6.6.51+rpt-rpi-v8 #1 SMP PREEMPT aarch64\r\n\r\n")
-        env = {"PATH": os.environ["PATH"], "HOME": "/root", "TERM": "vt100", "USER": args.user,
-               "PS1": "root@raspberrypi:~# ", **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "TF_"))}}
+        account = pwd.getpwnam(args.user)
+        if account.pw_uid != 0:  # log in as that user, as login(1) would
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+        prompt = "root@raspberrypi:~# " if account.pw_uid == 0 else f"{args.user}@raspberrypi:~ $ "
+        env = {"PATH": os.environ["PATH"], "HOME": account.pw_dir, "TERM": "vt100", "USER": args.user,
+               "PS1": prompt, **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "TF_"))}}
         argv = [args.shell, "--norc", "--noprofile", "-i"] if args.shell.endswith("bash") else [args.shell, "-i"]
         os.execvpe(argv[0], argv, env)
 

@@ -23,11 +23,18 @@ BOARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETUP = """#!/bin/sh
 set -e
 S={state}
+LOGIN_USER={user}
+SUDOER={sudoer}
 exec 2>>"$S/setup.log"  # mount problems go to a file; the console gets stderr back below
 mount --bind "$S/opt" /opt
 mount --bind "$S/etc" /etc
 mount --bind "$S/usr-local-lib" /usr/local/lib
 mount --bind "$S/printk" /proc/sys/kernel/printk
+if [ "$LOGIN_USER" != root ]; then  # a Raspberry-Pi-OS-like sudoer (in the board's own /etc)
+  id "$LOGIN_USER" >/dev/null 2>&1 || useradd -M -d /tmp -s /bin/sh "$LOGIN_USER"
+  printf '%s:%s\n' "$LOGIN_USER" "$(cat "$S/password")" | chpasswd
+  [ "$SUDOER" = no ] || echo "$LOGIN_USER ALL=(ALL:ALL) ALL" > /etc/sudoers.d/tinyfleet-test
+fi
 export PATH="$S/bin:{path}" TF_SYSTEMD_STATE="$S/systemd" {env}
 exec 2>&1
 exec /usr/bin/python3 {login} {args}
@@ -59,8 +66,8 @@ class SerialBoard:
         self.proc.stop()
 
 
-def start(state: Path, password: str = "raspberry", echo: bool = True, shell: str = "bash",
-          drop_after_login: bool = False, noise_seconds: float = 30.0,
+def start(state: Path, password: str = "raspberry", echo: bool = True, shell: str = "bash", user: str = "root",
+          sudoer: bool = True, drop_after_login: bool = False, noise_seconds: float = 30.0,
           env: dict[str, str] | None = None) -> SerialBoard:
     require("socat", "unshare", "mount", root=True)
     for sub in ("opt", "usr-local-lib", "bin", "systemd"):
@@ -72,11 +79,15 @@ def start(state: Path, password: str = "raspberry", echo: bool = True, shell: st
     systemctl = state / "bin" / "systemctl"
     if not systemctl.exists():
         systemctl.symlink_to(HERE / "fake_systemctl")
-    args = ["--password-file", str(state / "password"), "--echo", "on" if echo else "off", "--shell", shell,
-            "--noise-seconds", str(noise_seconds)] + (["--drop-after-login"] if drop_after_login else [])
+    if user != "root":
+        require("sudo", "useradd", "chpasswd")
+    args = ["--user", user, "--password-file", str(state / "password"), "--echo", "on" if echo else "off",
+            "--shell", shell, "--noise-seconds", str(noise_seconds)]
+    args += ["--drop-after-login"] if drop_after_login else []
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     script = state / "board.sh"
-    script.write_text(SETUP.format(state=shlex.quote(str(state)), path=BOARD_PATH, env=exports,
+    script.write_text(SETUP.format(state=shlex.quote(str(state)), user=shlex.quote(user),
+                                   sudoer="yes" if sudoer else "no", path=BOARD_PATH, env=exports,
                                    login=shlex.quote(str(HERE / "login_console.py")), args=shlex.join(args)))
     port = free_port()
     exec_cmd = f"unshare --mount --propagation private sh {script}".replace(":", "\\:").replace(",", "\\,")

@@ -121,3 +121,20 @@ def test_errors_from_the_line_are_typed(start_board) -> None:  # type: ignore[no
     board.stop()
     with pytest.raises(ConsoleError, match="cannot open the console"):
         Console.open(board.url)
+
+
+def test_a_sudoer_login_becomes_root_through_sudo_and_logs_out(start_board) -> None:  # type: ignore[no-untyped-def]
+    board = start_board(password=PASSWORD, user="pi")
+    with Console.open(board.url) as console:
+        sh = Shell(console)
+        sh.login("pi", PASSWORD, timeout=20)
+        assert sh.run("id -u; echo $SUDO_USER", "who am i", check=True).output.split() == ["0", "pi"]
+        sh.logout()
+        assert sh.depth == 0
+        assert PASSWORD not in console.transcript()
+
+
+def test_a_user_who_may_not_sudo_gets_a_clear_error(start_board) -> None:  # type: ignore[no-untyped-def]
+    board = start_board(password=PASSWORD, user="pi", sudoer=False)
+    with Console.open(board.url) as console, pytest.raises(LoginFailed, match="step 'become root'"):
+        Shell(console).login("pi", PASSWORD, timeout=20)
