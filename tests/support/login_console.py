@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--shell", default="bash")
     parser.add_argument("--noise-seconds", type=float, default=30.0)
     parser.add_argument("--drop-after-login", action="store_true")
+    parser.add_argument("--garbage", action="store_true", help="line noise before the banner (a baud mismatch)")
     args = parser.parse_args()
     with open(args.password_file) as f:
         password = f.read().strip()
@@ -84,6 +85,8 @@ def main() -> int:
     attrs[0] |= termios.ICRNL  # the Enter key sends \r
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     start_noise(fd, args.noise_seconds, 0.4)
+    if args.garbage:
+        os.write(fd, random.Random(1).randbytes(512).replace(b"\n", b"~"))
     os.write(fd, b"\r\nDebian GNU/Linux 12 raspberrypi ttyS0\r\n\r\n")
     while True:
         set_echo(fd, args.echo == "on")

@@ -67,7 +67,7 @@ class SerialBoard:
 
 
 def start(state: Path, password: str = "raspberry", echo: bool = True, shell: str = "bash", user: str = "root",
-          sudoer: bool = True, drop_after_login: bool = False, noise_seconds: float = 30.0,
+          sudoer: bool = True, drop_after_login: bool = False, garbage: bool = False, noise_seconds: float = 30.0,
           env: dict[str, str] | None = None) -> SerialBoard:
     require("socat", "unshare", "mount", root=True)
     for sub in ("opt", "usr-local-lib", "bin", "systemd"):
@@ -84,6 +84,7 @@ def start(state: Path, password: str = "raspberry", echo: bool = True, shell: st
     args = ["--user", user, "--password-file", str(state / "password"), "--echo", "on" if echo else "off",
             "--shell", shell, "--noise-seconds", str(noise_seconds)]
     args += ["--drop-after-login"] if drop_after_login else []
+    args += ["--garbage"] if garbage else []
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     script = state / "board.sh"
     script.write_text(SETUP.format(state=shlex.quote(str(state)), user=shlex.quote(user),

@@ -59,9 +59,9 @@ def test_serial_provisioning_installs_configures_and_starts_the_agent_and_is_ide
     assert board.unit_state(AGENT_UNIT) == "active"
 
 
-@pytest.mark.parametrize("echo, shell", [(True, "bash"), (False, "sh")])
-def test_login_through_kernel_noise_then_a_checked_100kb_upload(start_board, tmp_path, echo, shell) -> None:  # type: ignore[no-untyped-def]
-    board = start_board(password=PASSWORD, echo=echo, shell=shell)
+@pytest.mark.parametrize("echo, shell, garbage", [(True, "bash", False), (False, "sh", True)])
+def test_login_through_kernel_noise_then_a_checked_100kb_upload(start_board, tmp_path, echo, shell, garbage) -> None:  # type: ignore[no-untyped-def]
+    board = start_board(password=PASSWORD, echo=echo, shell=shell, garbage=garbage)
     data = os.urandom(100 * 1024)
     dest = tmp_path / "upload" / "blob.bin"
     with Console.open(board.url) as console:
