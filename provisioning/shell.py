@@ -26,7 +26,7 @@ from provisioning.errors import ConsoleClosed, LoginFailed, StepFailed
 log = structlog.get_logger("tinyfleet.provisioning.shell")
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][AB012]|\x07")
-KERNEL_LINE = re.compile(r"\[\s*\d+\.\d+\][^\r\n]*(\r?\n|$)")
+KERNEL_LINE = re.compile(r"\[\s*\d+\.\d+\][^\r\n]*(\r*\n|$)")
 LOGIN_PROMPT = re.compile(r"login:\s*$", re.IGNORECASE)
 PASSWORD_PROMPT = re.compile(r"password[^:\n]*:\s*$", re.IGNORECASE)
 LOGIN_INCORRECT = re.compile(r"login incorrect|authentication failure", re.IGNORECASE)

@@ -84,6 +84,7 @@ def main() -> int:
     attrs[3] |= termios.ICANON | termios.ISIG | termios.ECHOE
     attrs[0] |= termios.ICRNL  # the Enter key sends \r
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    os.write(fd, f"[{2.5:12.6f}] {NOISE[0]}\r\n".encode())  # the boot is still talking when we connect
     start_noise(fd, args.noise_seconds, 0.4)
     if args.garbage:
         os.write(fd, random.Random(1).randbytes(512).replace(b"\n", b"~"))

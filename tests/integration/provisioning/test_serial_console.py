@@ -67,6 +67,7 @@ def test_login_through_kernel_noise_then_a_checked_100kb_upload(start_board, tmp
     with Console.open(board.url) as console:
         sh = Shell(console)
         sh.login("root", PASSWORD, timeout=20)
+        assert KERNEL_LINE.search(console.transcript()), "kernel messages were on the console during login"
         sh.quiet_kernel()
         assert board.console_level() == "1"
         sh.upload(data, str(dest), "upload blob", mode="0640")
@@ -75,7 +76,6 @@ def test_login_through_kernel_noise_then_a_checked_100kb_upload(start_board, tmp
     assert dest.read_bytes() == data
     assert check.output.split() == [hashlib.sha256(data).hexdigest(), "640"]
     assert (failing.exit_code, failing.output) == (3, "partial\n"), "real exit codes, output without echo"
-    assert KERNEL_LINE.search(console.transcript()), "kernel messages were on the console during login"
 
 
 def test_an_already_logged_in_shell_is_used_as_it_is(start_board) -> None:  # type: ignore[no-untyped-def]

@@ -32,6 +32,7 @@ def test_classify_what_the_console_waits_for(screen: str, expected: Screen) -> N
 
 def test_clean_drops_kernel_lines_and_colours() -> None:
     assert clean("a\r\n" + NOISE + "\x1b[1mb\x1b[0m\r\n") == "a\nb\n"
+    assert clean("a\r\n[    2.500000] usb 1-1: new device\r\r\nb") == "a\nb", "a console that doubles \\r"
 
 
 @pytest.mark.parametrize("output, serial, model, arch, platform", [
