@@ -120,9 +120,10 @@ def _configure_logging(verbose: bool) -> None:
 
 def _first_line(path: Path, what: str) -> str:
     try:
-        return path.read_text().splitlines()[0].strip() if path.read_text().strip() else ""
+        lines = path.read_text().splitlines()
     except OSError as exc:
         raise errors.CredentialError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    return lines[0].strip() if lines else ""
 
 
 def _settings(args: argparse.Namespace, secret: str | None = None) -> tuple[DeviceSettings, bool]:
@@ -233,12 +234,13 @@ class _progress:
         if not self.live:
             return None
         from rich.console import Console as RichConsole
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TimeRemainingColumn
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), "{task.percentage:>3.0f}%",
-                            DownloadColumn(), TimeRemainingColumn(), console=RichConsole(stderr=True))
+                            "{task.fields[written]} written", TimeRemainingColumn(), console=RichConsole(stderr=True))
         self.bar.start()
-        task = self.bar.add_task("writing", total=1.0)
-        return lambda fraction, _written: self.bar.update(task, completed=fraction)  # type: ignore[union-attr]
+        task = self.bar.add_task("writing", total=1.0, written="0 B")
+        return lambda fraction, written: self.bar.update(  # type: ignore[union-attr]
+            task, completed=fraction, written=human_bytes(written))
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
