@@ -23,6 +23,7 @@ class AgentProcess:
     deadline_seconds: float = 60.0
     max_image_bytes: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    executable: Path | None = None  # another installation's tinyfleet-agent (e.g. an agent-only venv)
     proc: ManagedProcess | None = None
 
     @property
@@ -34,7 +35,7 @@ class AgentProcess:
         return self.root / self.device_id / "agent.log"
 
     def argv(self) -> list[str]:
-        exe = Path(sys.executable).parent / "tinyfleet-agent"
+        exe = self.executable or Path(sys.executable).parent / "tinyfleet-agent"
         argv = [str(exe), "--device-id", self.device_id, "--broker", self.broker, "--docker-host", self.docker_host,
                 "--platform", self.platform, "--state-dir", str(self.state_dir),
                 "--heartbeat-seconds", str(self.heartbeat_seconds)]

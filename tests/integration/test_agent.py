@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from controller.sandbox.agents import AgentProcess
+from controller.sandbox.peer import FleetPeer
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
-from tests.support.fleet_peer import FleetPeer
 from tests.support.images import Published, incompressible, publish
 from tests.support.registry_proxy import RegistryProxy
 

@@ -1,5 +1,5 @@
-"""The controller's side of the wire, reduced to what agent tests need: publish desired states and
-watch what devices report - with the real protocol over the real broker."""
+"""The controller's side of the wire, reduced to what agent tests and benchmarks need: publish desired
+states and watch what devices report - with the real protocol over the real broker."""
 
 from __future__ import annotations
 
