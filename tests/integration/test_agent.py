@@ -4,9 +4,11 @@ boards are emulated by the agent's --platform, and ARM containers run under qemu
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +277,50 @@ def test_broker_restart_loses_no_reported_state(board, images, mosquitto, peer) 
         assert report.generation == b.generation
     finally:
         fresh.close()
+
+
+def test_registry_outage_is_retried_while_the_app_keeps_running(board, demo_binaries, registry) -> None:  # type: ignore[no-untyped-def]
+    outage = RegistryProxy(registry.host)
+    try:
+        v1 = publish(outage.host, "agent/outage", demo_binaries, version="outage-1")
+        v2 = publish(outage.host, "agent/outage", demo_binaries, version="outage-2")
+        b = board("linux/arm/v7")
+        b.want(app(v1))
+        b.wait_phase("hello", Phase.RUNNING, v1.ref)
+        (running,) = b.containers("hello")
+        outage.close()
+        b.want(app(v2))
+        report = b.wait(lambda r: "retrying" in (r.app("hello").error or ""), "retrying reported")  # type: ignore[union-attr]
+        assert report.app("hello").current_image == v1.ref  # type: ignore[union-attr]
+        time.sleep(3)
+        assert b.running("hello")[0].id == running.id, "the running app was not touched during the outage"
+        outage.start()
+        b.wait_phase("hello", Phase.RUNNING, v2.ref)
+    finally:
+        outage.close()
+
+
+def test_agent_tells_systemd_it_is_ready_and_alive(board, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    try:
+        board("linux/arm64", extra_env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"})
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while not {"READY=1", "WATCHDOG=1"} <= seen and time.monotonic() < deadline:
+            seen.update(sock.recv(4096).decode().splitlines())
+        assert {"READY=1", "WATCHDOG=1"} <= seen
+    finally:
+        sock.close()
+
+
+def test_health_messages_carry_board_metrics(board, peer) -> None:  # type: ignore[no-untyped-def]
+    b = board("linux/arm/v7")
+    deadline = time.monotonic() + 30
+    while b.id not in peer.health and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = peer.health[b.id]
+    assert health.engine_reachable and health.uptime_seconds > 0 and health.agent_version
+    assert health.mem_total_bytes and health.disk_free_bytes and health.agent_rss_bytes

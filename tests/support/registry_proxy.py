@@ -65,7 +65,14 @@ class RegistryProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        """Listen (again, on the same port after a stop: an outage that ends)."""
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -75,5 +82,6 @@ class RegistryProxy:
         return f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        """Stop listening: connections are refused, as during a registry outage."""
         self.server.shutdown()
         self.server.server_close()
