@@ -15,7 +15,7 @@ import requests.exceptions
 import structlog
 
 from agent import model
-from agent.errors import ContainerRefused, EngineUnavailable, ImageRefused, RegistryUnavailable
+from agent.errors import ContainerRefused, EngineUnavailable, ImageRefused, ImageVanished, RegistryUnavailable
 from agent.model import ContainerView, Observed
 from oci.platform import Platform
 from oci.registry import Credentials
@@ -193,6 +193,8 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 return self._existing(name, labels, exc)
+            if exc.status_code == 404:  # the image went away (pruned by another agent on a shared engine)
+                raise ImageVanished(f"image {pull_ref} vanished before {name} was created; pulling again") from exc
             raise ContainerRefused(f"engine refused to create {name}: {exc.explanation}") from exc
 
     def _existing(self, name: str, labels: dict[str, str], exc: Exception) -> str:

@@ -4,6 +4,7 @@
      +-- Transient            retry the pass later with backoff; nothing is recorded as failed
      |    +-- EngineUnavailable   the Docker socket does not answer
      |    +-- RegistryUnavailable the registry (or the engine's pull from it) is unreachable
+     |    +-- ImageVanished       a pulled image disappeared before use; the next pass pulls again
      +-- Terminal             record a failure for this app's spec; do not retry until the spec changes
      |    +-- ImageRefused        verify or pull refused the image (digest, platform, size, not found)
      |    +-- ContainerRefused    the engine refused to create or start the container
@@ -28,6 +29,10 @@ class EngineUnavailable(Transient):
 
 
 class RegistryUnavailable(Transient):
+    pass
+
+
+class ImageVanished(Transient):
     pass
 
 

@@ -134,7 +134,11 @@ class Agent:
         payload = self.inbox.take()
         if payload is not None:
             self._intake(payload)
-        outcome = self.reconciler.reconcile()
+        try:
+            outcome = self.reconciler.reconcile()
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the board's reporting down with it
+            log.exception("reconcile failed unexpectedly; backing off")
+            outcome = Outcome(self.reconciler.last.plan, f"internal error: {type(exc).__name__}: {exc}")
         self._progress_at = time.monotonic()
         self._report(outcome)
         return outcome

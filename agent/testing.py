@@ -9,7 +9,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from agent import model
-from agent.errors import ContainerRefused, EngineUnavailable, ImageRefused, RegistryUnavailable
+from agent.errors import ContainerRefused, EngineUnavailable, ImageRefused, ImageVanished, RegistryUnavailable
 from agent.model import ContainerView, Observed, Resolved
 from oci.platform import Platform, choose
 from protocol import AppSpec
@@ -158,7 +158,7 @@ class FakeEngine:
                     return c.id  # an earlier create that the caller did not see finish
                 raise ContainerRefused(f"container name {name} is taken by another spec")
         if pull_ref not in self.images:
-            raise ContainerRefused(f"image {pull_ref} is not present")
+            raise ImageVanished(f"image {pull_ref} is not present")
         cid = f"c{next(self._ids):04d}"
         self.containers[cid] = FakeContainer(cid, name, dict(labels), self.images[pull_ref],
                                              tuple(p.host_port for p in spec.ports), self.clock.now)

@@ -236,3 +236,21 @@ def test_random_desired_sequences_always_converge(tmp_path: Path) -> None:
 def test_transient_errors_are_typed_as_such() -> None:
     from agent.errors import EngineUnavailable, RegistryUnavailable
     assert issubclass(EngineUnavailable, Transient) and issubclass(RegistryUnavailable, Transient)
+
+
+def test_an_image_pruned_by_another_agent_before_create_is_pulled_again(tmp_path: Path) -> None:
+    board = Board(tmp_path)
+    board.publish("w1")
+    board.want(1, app("w1"))
+    real_pull = board.engine.pull
+
+    def pull_then_lose_it(pull_ref, platform):  # type: ignore[no-untyped-def]
+        real_pull(pull_ref, platform)
+        if len(board.engine.pulls) == 1:
+            del board.engine.images[pull_ref]  # a neighbour on the shared engine pruned it
+
+    board.engine.pull = pull_then_lose_it  # type: ignore[method-assign]
+    outcome = board.reconciler.reconcile()
+    assert outcome.transient and "vanished" in outcome.transient
+    board.converge()
+    assert board.status().phase == Phase.RUNNING and len(board.engine.pulls) == 2
