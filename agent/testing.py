@@ -158,7 +158,7 @@ class FakeEngine:
                     return c.id  # an earlier create that the caller did not see finish
                 raise ContainerRefused(f"container name {name} is taken by another spec")
         if pull_ref not in self.images:
-            raise ImageVanished(f"image {pull_ref} is not present")
+            raise ImageVanished(f"image {pull_ref} vanished before {name} was created; pulling again")
         cid = f"c{next(self._ids):04d}"
         self.containers[cid] = FakeContainer(cid, name, dict(labels), self.images[pull_ref],
                                              tuple(p.host_port for p in spec.ports), self.clock.now)

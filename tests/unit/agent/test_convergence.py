@@ -242,14 +242,16 @@ def test_an_image_pruned_by_another_agent_before_create_is_pulled_again(tmp_path
     board = Board(tmp_path)
     board.publish("w1")
     board.want(1, app("w1"))
-    real_pull = board.engine.pull
+    real_create = board.engine.create
+    lost: list[str] = []
 
-    def pull_then_lose_it(pull_ref, platform):  # type: ignore[no-untyped-def]
-        real_pull(pull_ref, platform)
-        if len(board.engine.pulls) == 1:
-            del board.engine.images[pull_ref]  # a neighbour on the shared engine pruned it
+    def create_after_a_neighbour_pruned(name, spec, pull_ref, labels):  # type: ignore[no-untyped-def]
+        if not lost:
+            lost.append(pull_ref)
+            del board.engine.images[pull_ref]  # a neighbour on the shared engine pruned it just now
+        return real_create(name, spec, pull_ref, labels)
 
-    board.engine.pull = pull_then_lose_it  # type: ignore[method-assign]
+    board.engine.create = create_after_a_neighbour_pruned  # type: ignore[method-assign]
     outcome = board.reconciler.reconcile()
     assert outcome.transient and "vanished" in outcome.transient
     board.converge()
