@@ -324,3 +324,29 @@ def test_health_messages_carry_board_metrics(board, peer) -> None:  # type: igno
     health = peer.health[b.id]
     assert health.engine_reachable and health.uptime_seconds > 0 and health.agent_version
     assert health.mem_total_bytes and health.disk_free_bytes and health.agent_rss_bytes
+
+
+def test_engine_outage_is_survived_and_the_app_comes_back(images, mosquitto, peer, sandbox_root, qemu) -> None:  # type: ignore[no-untyped-def]
+    from controller.sandbox.dockerd import Dockerd
+    engine = Dockerd(sandbox_root / f"d-outage-{next(_ids)}").start()
+    agent = AgentProcess(f"board-{next(_ids)}-engine-outage", "linux/arm64", mosquitto.url, engine.url,
+                         sandbox_root / "agents").start()
+    b = Board(agent, engine, peer)
+    try:
+        b.want(app(images["v1"]))
+        b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+        engine.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and peer.health.get(b.id) and peer.health[b.id].engine_reachable:
+            time.sleep(0.2)
+        assert not peer.health[b.id].engine_reachable and agent.alive()
+        engine.start()
+        b.docker = engine.client()
+        b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+        (container,) = b.containers("hello")
+        assert container.status == "running" and agent.alive()
+    finally:
+        agent.stop()
+        engine.stop()
+        engine.remove()
+        peer.clear(b.id)
