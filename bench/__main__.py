@@ -9,6 +9,7 @@ import sys
 BENCHES = {
     "agent-footprint": "bench.agent_footprint",
     "agent-apply": "bench.agent_apply",
+    "agent-soak": "bench.agent_soak",
 }
 
 

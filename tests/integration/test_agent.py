@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.sandbox.agents import AgentProcess
+from controller.sandbox.dockerd import Dockerd
 from controller.sandbox.peer import FleetPeer
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
 from tests.support.images import Published, incompressible, publish
@@ -327,7 +328,6 @@ def test_health_messages_carry_board_metrics(board, peer) -> None:  # type: igno
 
 
 def test_engine_outage_is_survived_and_the_app_comes_back(images, mosquitto, peer, sandbox_root, qemu) -> None:  # type: ignore[no-untyped-def]
-    from controller.sandbox.dockerd import Dockerd
     engine = Dockerd(sandbox_root / f"d-outage-{next(_ids)}").start()
     agent = AgentProcess(f"board-{next(_ids)}-engine-outage", "linux/arm64", mosquitto.url, engine.url,
                          sandbox_root / "agents").start()
