@@ -1,2 +1,6 @@
-"""PLACEHOLDER from the provisioning branch, replaced by the agent's real package at merge: provisioning
-tests need `agent/units/tinyfleet-agent.service` as package data before the agent lands."""
+"""tinyfleet-agent: runs on each board and reconciles the desired apps with the local Docker Engine.
+
+Data flow of one pass: observe (engine + state file) -> plan (pure) -> execute steps -> report.
+"""
+
+__version__ = "0.1.0"

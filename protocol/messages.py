@@ -122,7 +122,7 @@ class AppSpec:
     command: tuple[str, ...] | None = None
     ports: tuple[PortMapping, ...] = ()
     restart: RestartPolicy = RestartPolicy.UNLESS_STOPPED
-    health: HealthPolicy = field(default_factory=HealthPolicy)
+    health: HealthPolicy | None = None  # None: the agent's configured defaults
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -154,7 +154,7 @@ class AppSpec:
             command=command,
             ports=r.obj_list("ports", PortMapping.read, max_items=MAX_PORTS),
             restart=_enum(r, "restart", RestartPolicy, RestartPolicy.UNLESS_STOPPED),
-            health=r.sub("health", HealthPolicy.read, HealthPolicy()),
+            health=r.sub("health", HealthPolicy.read, None),
             limits=r.sub("limits", Limits.read, Limits()),
         )
 
@@ -162,7 +162,7 @@ class AppSpec:
         return {"name": self.name, "image": self.image, "max_bytes": self.max_bytes,
                 "env": dict(self.env), "command": list(self.command) if self.command is not None else None,
                 "ports": [p.to_dict() for p in self.ports], "restart": self.restart.value,
-                "health": self.health.to_dict(), "limits": self.limits.to_dict()}
+                "health": self.health.to_dict() if self.health else None, "limits": self.limits.to_dict()}
 
 
 @dataclass(frozen=True)

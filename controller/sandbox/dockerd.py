@@ -17,6 +17,8 @@ import docker.errors
 from controller.sandbox.prereqs import require
 from controller.sandbox.process import ManagedProcess, wait_until
 
+_ENGINE_PROCESSES = ("containerd", "dockerd", "docker-proxy", "runc")
+
 
 def _mounts_under(root: Path) -> list[str]:
     with open("/proc/mounts") as f:
@@ -87,13 +89,15 @@ class Dockerd:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop(timeout=30)
-        # containerd shims outlive dockerd in their own sessions: end the ones rooted here.
+        # containerd shims outlive dockerd in their own sessions: end the engine's processes rooted here
+        # (only those: a client such as an agent also names this directory in its command line).
         for pid_dir in Path("/proc").iterdir():
             if not pid_dir.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
+                comm = (pid_dir / "comm").read_text().strip()
                 cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
-                if str(self.root).encode() in cmdline and int(pid_dir.name) != os.getpid():
+                if comm.startswith(_ENGINE_PROCESSES) and str(self.root).encode() in cmdline:
                     os.kill(int(pid_dir.name), 9)
         for mount in _mounts_under(self.root):
             subprocess.run(["umount", "-l", mount], capture_output=True)

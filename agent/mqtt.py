@@ -1,0 +1,124 @@
+"""The MQTT adapter (paho-mqtt 2.x): one persistent session per device, QoS 1 for desired and
+reported, a retained last will that marks the device offline, a retained online status on every
+connect, and reconnects with exponential backoff whose delays are randomised per client so a fleet
+does not stampede a restarted broker. paho's network thread calls back into the agent only through
+`on_desired` (the raw payload) and `on_connected`."""
+
+from __future__ import annotations
+
+import random
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.errors import ConfigError
+from protocol import topics
+
+log = structlog.get_logger("agent.mqtt")
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
+        return f"BrokerAddress({'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port})"
+
+    @classmethod
+    def parse(cls, url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(f"broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {parts.scheme}://…")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError as exc:
+            raise ConfigError(f"broker port is not valid: {exc}") from exc
+        return cls(parts.hostname, port, parts.scheme == "mqtts",
+                   username or (urllib.parse.unquote(parts.username) if parts.username else None),
+                   password or (urllib.parse.unquote(parts.password) if parts.password else None))
+
+
+class MqttLink:
+    def __init__(self, device_id: str, broker: BrokerAddress, *, online_payload: Callable[[], bytes],
+                 offline_payload: bytes, on_desired: Callable[[bytes], None], on_connected: Callable[[], None],
+                 ca_file: str | None = None, keepalive: int = 60, client_id: str | None = None) -> None:
+        self.device_id = device_id
+        self.broker = broker
+        self._online_payload = online_payload
+        self._offline_payload = offline_payload
+        self._on_desired = on_desired
+        self._on_connected = on_connected
+        self._keepalive = keepalive
+        self._connected = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"tinyfleet-{device_id}",
+                                  clean_session=False, protocol=paho.MQTTv311)
+        self.client.enable_logger(None)
+        if broker.username:
+            self.client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            self.client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.will_set(topics.status(device_id), offline_payload, qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=random.uniform(1, 3), max_delay=60 + random.uniform(0, 30))
+        self.client.max_inflight_messages_set(20)
+        self.client.on_connect = self._connected_cb
+        self.client.on_disconnect = self._disconnected_cb
+        self.client.on_message = self._message_cb
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """A clean goodbye: retained offline status, then disconnect (the will is not sent on a clean one)."""
+        if self.connected:
+            info = self.client.publish(topics.status(self.device_id), self._offline_payload, qos=1, retain=True)
+            info.wait_for_publish(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish_reported(self, payload: bytes) -> None:
+        self.client.publish(topics.reported(self.device_id), payload, qos=1, retain=True)
+
+    def publish_health(self, payload: bytes) -> None:
+        if self.connected:  # health is a snapshot: a stale one queued for later is worthless
+            self.client.publish(topics.health(self.device_id), payload, qos=0)
+
+    # -- paho callbacks (network thread) --------------------------------------------------------
+
+    def _connected_cb(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                      properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("broker refused the connection", reason=str(reason))
+            return
+        client.publish(topics.status(self.device_id), self._online_payload(), qos=1, retain=True)
+        client.subscribe(topics.desired(self.device_id), qos=1)
+        self._connected.set()
+        log.info("connected to broker", broker=repr(self.broker),
+                 session_present=getattr(flags, "session_present", None))
+        self._on_connected()
+
+    def _disconnected_cb(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                         properties: object) -> None:
+        self._connected.clear()
+        log.warning("disconnected from broker; reconnecting with backoff", reason=str(reason))
+
+    def _message_cb(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        if message.topic == topics.desired(self.device_id):
+            self._on_desired(bytes(message.payload))

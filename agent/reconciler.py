@@ -1,0 +1,125 @@
+"""One reconcile: observe -> plan -> execute, repeated until the plan is empty or only waits.
+
+Terminal errors become a recorded failure of the app's desired spec (reported, not retried until the
+spec changes); a transient error ends the reconcile so the caller can back off and try again, while
+everything that runs keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from agent import __version__
+from agent.errors import Terminal, Transient
+from agent.executor import Engine, Executor, Verifier, failure_for
+from agent.model import Facts
+from agent.plan import Plan, plan
+from agent.state import AgentState, StateStore
+from oci.platform import Platform
+from protocol import AppStatus, HealthPolicy, Phase, ReportedState
+
+log = structlog.get_logger("agent.reconciler")
+
+
+@dataclass(frozen=True)
+class Settings:
+    default_budget: int | None = None
+    min_free_bytes: int = 64 * 1024 * 1024
+    unhealthy_grace_s: float = 30.0
+    default_health: HealthPolicy = HealthPolicy()
+    max_passes: int = 50
+
+
+@dataclass(frozen=True)
+class Outcome:
+    plan: Plan | None  # the last plan; None when the engine could not even be observed
+    transient: str | None = None  # why the reconcile stopped early; retry with backoff
+    passes: int = 0
+    steps: int = 0
+    step_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def wake_at(self) -> float | None:
+        return self.plan.wake_at if self.plan else None
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, verifier: Verifier, store: StateStore, device_id: str, platform: Platform,
+                 settings: Settings = Settings(), clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.store = store
+        self.device_id = device_id
+        self.platform = platform
+        self.settings = settings
+        self.clock = clock
+        self.executor = Executor(engine, verifier, store, device_id, platform, clock)
+        self.last: Outcome = Outcome(None)
+        self._disk_free: int | None = None
+
+    def facts(self, state: AgentState) -> Facts:
+        return Facts(device_id=self.device_id, platform=self.platform, now=self.clock(),
+                     default_budget=self.settings.default_budget, disk_free=self._disk_free,
+                     min_free_bytes=self.settings.min_free_bytes, unhealthy_grace_s=self.settings.unhealthy_grace_s,
+                     default_health=self.settings.default_health,
+                     memory=state.memory, pulled=state.pulled)
+
+    def reconcile(self) -> Outcome:
+        self.last = self._reconcile()
+        return self.last
+
+    def _reconcile(self) -> Outcome:
+        current: Plan | None = None
+        executed = 0
+        for passes in range(1, self.settings.max_passes + 1):
+            state = self.store.current
+            try:
+                observed = self.engine.observe(self.device_id)
+                self._disk_free = self.engine.disk_free()
+            except Transient as exc:
+                return Outcome(current, f"engine: {exc}", passes, executed)
+            current = plan(state.desired, observed, self.facts(state))
+            if current.idle:
+                return Outcome(current, None, passes, executed)
+            failed: set[str] = set()
+            for step in current.steps:
+                app = getattr(step, "app", None)
+                if app in failed:
+                    continue
+                try:
+                    self.executor.run(step)
+                    executed += 1
+                except Transient as exc:
+                    log.warning("transient error; will retry", step=type(step).__name__, app=app, error=str(exc))
+                    return Outcome(current, str(exc), passes, executed)
+                except Terminal as exc:
+                    spec = state.desired.app(app) if state.desired and app else None
+                    log.warning("step refused", step=type(step).__name__, app=app, error=str(exc))
+                    if spec is not None:
+                        failed.add(spec.name)
+                        self.executor.run(failure_for(spec, str(exc)))
+        log.error("reconcile did not settle", passes=self.settings.max_passes)
+        return Outcome(current, "reconcile did not settle; will try again", self.settings.max_passes, executed)
+
+    def report(self, state: AgentState, outcome: Outcome | None = None) -> ReportedState:
+        """The reported state for the controller: per-app status from the last plan (or pending when
+        the engine could not be observed), with a transient error shown so nothing stalls silently."""
+        outcome = outcome or self.last
+        desired = state.desired
+        statuses: list[AppStatus] = list(outcome.plan.statuses) if outcome.plan else []
+        if desired is not None:
+            known = {st.name for st in statuses}
+            statuses += [AppStatus(a.name, Phase.PENDING, desired_image=a.image) for a in desired.apps
+                         if a.name not in known]
+        if outcome.transient:
+            note = f"retrying: {outcome.transient}"
+            statuses = [st if st.phase in (Phase.RUNNING, Phase.FAILED, Phase.ROLLED_BACK) and st.current_image ==
+                        st.desired_image else replace(st, error=st.error or note) for st in statuses]
+        rejection = state.rejection
+        return ReportedState(device_id=self.device_id, generation=max(state.accepted_generation, 0),
+                             apps=tuple(statuses), error=rejection[1] if rejection else None,
+                             rejected_generation=rejection[0] if rejection else None,
+                             platform=str(self.platform), agent_version=__version__, ts=round(self.clock(), 3))

@@ -1,0 +1,128 @@
+"""The agent's persistent state: the accepted desired document and what it learned per app.
+
+One JSON file, replaced atomically (write temp, fsync, rename, fsync the directory), so a power cut
+leaves the old state or the new one, never half of each. A file that cannot be read is moved aside
+and the agent starts from scratch: containers are re-adopted by their labels and the retained desired
+document arrives again from the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import protocol
+from agent.model import AppMemory, Failure, Resolved
+from protocol import DesiredState, Phase
+
+log = structlog.get_logger("agent.state")
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class AgentState:
+    accepted_generation: int = -1
+    desired: DesiredState | None = None
+    rejection: tuple[int | None, str] | None = None  # (generation, why) of the last refused document
+    memory: dict[str, AppMemory] = field(default_factory=dict)
+    pulled: frozenset[str] = frozenset()
+
+    def app(self, name: str) -> AppMemory:
+        return self.memory.get(name) or AppMemory()
+
+    def with_app(self, name: str, **changes: Any) -> AgentState:
+        return replace(self, memory={**self.memory, name: replace(self.app(name), **changes)})
+
+
+def _to_json(state: AgentState) -> dict[str, Any]:
+    def memory(m: AppMemory) -> dict[str, Any]:
+        return {"resolved": vars(m.resolved) if m.resolved else None,
+                "failure": {**vars(m.failure), "phase": m.failure.phase.value} if m.failure else None,
+                "promoted": m.promoted, "last_restart_at": m.last_restart_at, "agent_restarts": m.agent_restarts}
+
+    return {"format": FORMAT, "accepted_generation": state.accepted_generation,
+            "desired": json.loads(protocol.encode(state.desired)) if state.desired else None,
+            "rejection": list(state.rejection) if state.rejection else None,
+            "memory": {name: memory(m) for name, m in sorted(state.memory.items())},
+            "pulled": sorted(state.pulled)}
+
+
+def _from_json(doc: dict[str, Any]) -> AgentState:
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"state format {doc.get('format')!r} is not {FORMAT}")
+    memory = {}
+    for name, m in doc["memory"].items():
+        failure = m.get("failure")
+        memory[name] = AppMemory(
+            resolved=Resolved(**m["resolved"]) if m.get("resolved") else None,
+            failure=Failure(**{**failure, "phase": Phase(failure["phase"])}) if failure else None,
+            promoted=m.get("promoted"), last_restart_at=m.get("last_restart_at"),
+            agent_restarts=int(m.get("agent_restarts", 0)))
+    desired = doc.get("desired")
+    rejection = doc.get("rejection")
+    return AgentState(
+        accepted_generation=int(doc["accepted_generation"]),
+        desired=protocol.decode(json.dumps(desired), protocol.DesiredState) if desired else None,  # type: ignore[arg-type]
+        rejection=(rejection[0], rejection[1]) if rejection else None,
+        memory=memory, pulled=frozenset(doc.get("pulled", ())))
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    """Thread-safe holder of the current AgentState; every change is persisted before it is visible."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "state.json"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._state = self._load()
+
+    def _load(self) -> AgentState:
+        if not self.path.exists():
+            return AgentState()
+        try:
+            return _from_json(json.loads(self.path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path.with_name(f"state.json.unreadable-{int(time.time())}")
+            os.replace(self.path, aside)
+            log.error("state file unreadable; starting fresh and re-adopting containers by label",
+                      path=str(self.path), moved_to=str(aside), error=str(exc))
+            return AgentState()
+
+    @property
+    def current(self) -> AgentState:
+        return self._state
+
+    def update(self, change: Callable[[AgentState], AgentState]) -> AgentState:
+        with self._lock:
+            new = change(self._state)
+            if new != self._state:
+                write_atomically(self.path, json.dumps(_to_json(new), indent=1).encode())
+                self._state = new
+            return new

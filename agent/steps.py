@@ -1,0 +1,93 @@
+"""The steps a plan is made of. Each names one I/O action; the executor has one `do_<kind>` per
+class and makes no decisions of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol import AppSpec, Phase
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Fetch and verify the pinned index, pick this board's manifest, check the size budget."""
+    app: str
+    image: str
+    budget: int | None
+
+
+@dataclass(frozen=True)
+class Pull:
+    app: str
+    image: str
+    pull_ref: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class Create:
+    app: str
+    spec: AppSpec
+    generation: int
+    pull_ref: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Start:
+    app: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    app: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    app: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    app: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    app: str
+    spec_hash: str
+    image: str
+    phase: Phase
+    reason: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Remember that this spec's container was judged good; from now on it is monitored, not judged."""
+    app: str
+    spec_hash: str
+
+
+@dataclass(frozen=True)
+class ClearFailure:
+    app: str
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Drop the memory of an app that is no longer desired."""
+    app: str
+
+
+@dataclass(frozen=True)
+class RemoveImage:
+    pull_ref: str
+
+
+Step = (Verify | Pull | Create | Start | Stop | Restart | Remove | RecordFailure | Promote | ClearFailure | Forget
+        | RemoveImage)

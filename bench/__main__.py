@@ -1,0 +1,27 @@
+"""`python -m bench [NAME ...]`: run the benchmarks (all by default) and print their figures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHES = {
+    "agent-footprint": "bench.agent_footprint",
+    "agent-apply": "bench.agent_apply",
+    "agent-soak": "bench.agent_soak",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    for name in args.names or list(BENCHES):
+        print(f"\n=== {name} ===", flush=True)
+        importlib.import_module(BENCHES[name]).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Configuration precedence and refusals: defaults < file < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config as config_module
+from agent.config import load
+from agent.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_precedence(tmp_path: Path) -> None:
+    path = write(tmp_path, 'broker = "mqtt://file:1883"\ndevice_id = "from-file"\nheartbeat_seconds = 7\n'
+                           '[registries."reg.example:5000"]\n'
+                           'username = "ops"\npassword = "s3cr3t-pw"\ninsecure = true\n')
+    config = load(path, {"device_id": "from-flag"}, {"TINYFLEET_HEARTBEAT_SECONDS": "3"})
+    assert (config.broker, config.device_id, config.heartbeat_seconds) == ("mqtt://file:1883", "from-flag", 3.0)
+    assert config.registries["reg.example:5000"].insecure and config.state_dir == Path("/var/lib/tinyfleet")
+    assert config.registries["reg.example:5000"].credentials.username == "ops"  # type: ignore[union-attr]
+    assert "s3cr3t-pw" not in repr(config) and "s3cr3t-pw" not in repr(config.registries)
+
+
+@pytest.mark.parametrize(("text", "env", "problem"), [
+    ("", {}, "no broker configured"),
+    ('broker = "mqtt://x"\nbrokr = "typo"\n', {}, "unknown setting 'brokr'"),
+    ('broker = "mqtt://x"\nheartbeat_seconds = "often"\n', {}, "wrong type"),
+    ('broker = "mqtt://x"\nmax_image_bytes = true\n', {}, "wrong type"),
+    ('broker = "mqtt://x"\ndevice_id = "a/b"\n', {}, "may hold only"),
+    ('broker = "mqtt://x"\nplatform = "linux/"\n', {}, "OS/ARCH"),
+    ('broker = "mqtt://x"\n', {"TINYFLEET_MAX_IMAGE_BYTES": "lots"}, "must be a number"),
+    ('broker = [', {}, "cannot read"),
+])
+def test_bad_configuration_is_refused_clearly(tmp_path: Path, text: str, env: dict, problem: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError, match=problem):
+        load(write(tmp_path, text), {}, env)
+
+
+def test_missing_explicit_file_is_an_error_but_the_default_may_be_absent(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.toml", {}, {})
+    monkeypatch.setattr(config_module, "DEFAULT_PATH", tmp_path / "absent.toml")
+    assert load(None, {"broker": "mqtt://x"}, {}).broker == "mqtt://x"
