@@ -42,3 +42,16 @@ def test_bad_settings_are_refused_at_the_edge(device_id: str, broker: str, probl
 def test_repr_never_shows_the_secret() -> None:
     settings = DeviceSettings("pi-1", "mqtt://h:1883", "pi-1", "TOPSECRET-123456")
     assert "TOPSECRET" not in repr(settings)
+
+
+def test_the_agent_reads_what_provisioning_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agent.config import load
+
+    settings = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", 'tricky "se\\cret"\n',
+                              "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", "linux/arm/v6")
+    path = tmp_path / "agent.toml"
+    path.write_text(settings.agent_toml())
+    config = load(path, environ={})
+    assert (config.device_id, config.broker, config.mqtt_username, config.mqtt_password, config.ca_file,
+            str(config.platform)) == ("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", 'tricky "se\\cret"\n',
+                                      "/etc/tinyfleet/ca.pem", "linux/arm/v6")
