@@ -53,7 +53,7 @@ def parse_identity(output: str) -> Identity:
 def read_identity(shell: Shell) -> Identity:
     identity = parse_identity(shell.run(IDENTITY, "read identity", check=True).output)
     if not identity.arch:
-        raise StepFailed("read identity", "uname -m printed nothing", shell._seen())
+        raise StepFailed("read identity", "uname -m printed nothing", shell.seen())
     return identity
 
 

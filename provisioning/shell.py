@@ -97,11 +97,11 @@ class Shell:
             screen = classify(text)
             if screen is Screen.INCORRECT and sent_password:
                 raise LoginFailed("login", f"the board refused the login for user {user!r} (Login incorrect)",
-                                  self._seen())
+                                  self.seen())
             if screen is Screen.PASSWORD and sent_user and not sent_password:
                 if password is None:
                     raise LoginFailed("login", f"the board asks for a password for {user!r}; give --password-file",
-                                      self._seen())
+                                      self.seen())
                 with self.console.unrecorded("password sent"):
                     self.console.write(password + "\r")
                 sent_password, text = True, ""
@@ -116,9 +116,9 @@ class Shell:
                 wakes += 1
                 self.console.write("\x03\r" if wakes % 4 == 0 else "\r")
                 text = ""
-        raise LoginFailed("login", f"no login prompt or shell within {timeout:g}s", self._seen())
+        raise LoginFailed("login", f"no login prompt or shell within {timeout:g}s", self.seen())
 
-    def _seen(self) -> str:
+    def seen(self) -> str:
         """The console's recent output, readable: no colour codes, \\n line ends, secrets redacted."""
         return ANSI.sub("", self.console.transcript()).replace("\r\n", "\n").replace("\r", "\n")
 
@@ -138,7 +138,7 @@ class Shell:
         self._quiet_shell()
         uid = self._uid()
         if uid != "0":
-            raise LoginFailed("become root", f"still uid {uid} after sudo", self._seen())
+            raise LoginFailed("become root", f"still uid {uid} after sudo", self.seen())
 
     def _quiet_shell(self) -> None:
         self.run("stty -echo -onlcr 2>/dev/null; unset HISTFILE; [ -n \"${BASH_VERSION:-}\" ] && set +o history; "
@@ -157,18 +157,18 @@ class Shell:
             if SUDO_REFUSED.search(tail):
                 self.console.write("\x03\r")
                 raise LoginFailed("become root", "sudo refused (wrong password, or the user may not use sudo); "
-                                                 "log in as root or as a sudoer", self._seen())
+                                                 "log in as root or as a sudoer", self.seen())
             if tail.rstrip().endswith(SUDO_PROMPT):
                 if password is None or answered:
                     self.console.write("\x03\r")
-                    raise LoginFailed("become root", "sudo asks for a password; give --password-file", self._seen())
+                    raise LoginFailed("become root", "sudo asks for a password; give --password-file", self.seen())
                 with self.console.unrecorded("sudo password sent"):
                     self.console.write(password + "\r")
                 text, answered = "", True
             elif classify(text) is Screen.SHELL and self._probe():
                 self.depth += 1
                 return
-        raise LoginFailed("become root", f"no root shell from sudo within {timeout:g}s", self._seen())
+        raise LoginFailed("become root", f"no root shell from sudo within {timeout:g}s", self.seen())
 
     def logout(self) -> None:
         """Leave the console as we found a serial console should be left: at a login prompt."""
@@ -200,15 +200,15 @@ class Shell:
             self.console.write(line)
             match, _ = self.console.expect(frame, timeout)
         except ConsoleClosed as exc:
-            raise StepFailed(step, f"the console dropped ({exc})", self._seen()) from exc
+            raise StepFailed(step, f"the console dropped ({exc})", self.seen()) from exc
         if match is None:
             self.console.write("\x03")  # interrupt what hangs so the next step starts from a prompt
-            raise StepFailed(step, f"no answer within {timeout:g}s", self._seen())
+            raise StepFailed(step, f"no answer within {timeout:g}s", self.seen())
         # Kernel messages can land inside the output until the console is quieted; they are not the command's.
         result = Result(int(match.group(2)), KERNEL_LINE.sub("", match.group(1).replace("\r\n", "\n")))
         if check and not result.ok:
             raise StepFailed(step, f"exit code {result.exit_code}: {result.output.strip()[-400:]}",
-                             self._seen())
+                             self.seen())
         return result
 
     def upload(self, data: bytes, dest: str, step: str, mode: str = "0644", secret: bool = False,
@@ -239,7 +239,7 @@ class Shell:
                 log.warning("chunk check failed, resending", step=step, chunk=number, attempt=attempt)
             else:
                 raise StepFailed(step, f"chunk {number} failed its sha256 check {attempts} times",
-                                 self._seen())
+                                 self.seen())
         total = hashlib.sha256(data).hexdigest()
         self.run(f"[ \"$(sha256sum < {part} | cut -c1-64)\" = {total} ] && chmod {q(mode)} {part} && "
                  f"mv -f {part} {q(dest)} && rm -f {chunk_file}", f"{step}: verify and move into place", check=True)
