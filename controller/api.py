@@ -29,6 +29,7 @@ and 502/503 when the registry fails us. Bodies are strict: unknown fields and wr
 from __future__ import annotations
 
 import hmac
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from controller.releases import Releases
 
 log = structlog.get_logger("controller.api")
 MAX_BODY_BYTES = 64 * 1024
+_TYPE_TAGS = {"int", "str", "float", "bool", "none", "dict", "list"}
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class LimitBody:
-    """Refuse request bodies over the limit, whether announced by Content-Length or streamed."""
+    """Refuse request bodies over the limit, whether announced by Content-Length or streamed: the body
+    is read here first (it is small by construction) and handed on only when it fits."""
 
     def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -113,32 +112,32 @@ class LimitBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers", ())).get(b"content-length", b"0")
         too_large = _error(413, "too_large", f"request body is over the {self.limit}-byte limit")
+        length = dict(scope.get("headers", ())).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.limit:
             await too_large(scope, receive, send)
             return
-        received = 0
-        started = False
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+        body = bytearray()
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
                 await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for a disconnect, as the server would
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(ctx: ApiContext) -> LimitBody:
@@ -160,10 +159,11 @@ def create_app(ctx: ApiContext) -> LimitBody:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
-            loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
-            where = loc[0] if loc and loc[0] in ("path", "query") and len(loc) > 1 else None
-            field = ".".join(loc[1:2] if where else loc[:1]) or "body"
-            text = f"{where + ' ' if where else ''}{field}: {e.get('msg', 'is invalid')}"
+            loc = [str(p) for p in e.get("loc", ())]
+            where = loc.pop(0) if loc and loc[0] in ("path", "query", "body") else ""
+            # pydantic names the variant a value failed to match (`release.int`): not part of the field
+            field = ".".join(itertools.takewhile(lambda p: p not in _TYPE_TAGS and "[" not in p, loc)) or where
+            text = f"{where + ' ' if where in ('path', 'query') else ''}{field}: {e.get('msg', 'is invalid')}"
             if text not in problems:
                 problems.append(text)
         return _error(400, "invalid_request", "; ".join(problems[:5]) or "invalid request")

@@ -95,7 +95,9 @@ class Ingest:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.drain(wait=0.2)
-        self.drain(wait=0)  # what arrived before stop is written, not lost
+        deadline = time.monotonic() + 10  # bounded: a broken database must not hang the shutdown
+        while not self._queue.empty() and time.monotonic() < deadline:
+            self.drain(wait=0)  # what arrived before stop is written, not lost
 
     def drain(self, wait: float = 0.0) -> int:
         """Write one batch (waiting up to `wait` seconds for the first message). Returns messages written."""
