@@ -67,6 +67,7 @@ class MqttLink:
         self._on_state = on_state
         self.keepalive = keepalive
         self.connected = threading.Event()
+        self._stopping = False
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                              protocol=paho.MQTTv311)
         client.max_inflight_messages_set(max_inflight)
@@ -87,6 +88,7 @@ class MqttLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
@@ -111,7 +113,7 @@ class MqttLink:
         was = self.connected.is_set()
         self.connected.clear()
         self._on_state(False)
-        if was:
+        if was and not self._stopping:
             log.warning("lost the broker; reconnecting with backoff", broker=str(self.broker), reason=str(reason))
 
     def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:

@@ -236,7 +236,9 @@ def _evaluate(r: Rollout, t: Target, view: DeviceView | None, now: float) -> Tar
     if converged(view, r.image, t.generation):
         return replace(t, state=TargetState.CONVERGED, settled_at=now, reason=None)
     reached = t.generation is not None and view.generation >= t.generation
-    if t.generation is not None and view.rejected_generation == t.generation:
+    if t.generation is not None and view.rejected_generation == t.generation and view.generation < t.generation:
+        # Refused as malformed or inapplicable. (Refused as *older* than what the device accepted - it
+        # reports a higher generation - is not its fault: the publisher re-issues above it; wait.)
         return _failed(t, now, f"device rejected the desired state: {view.error or 'no reason given'}")
     app = view.app
     if reached and app is not None and app.desired_image == r.image and app.phase in (Phase.FAILED,

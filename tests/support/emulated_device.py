@@ -47,6 +47,7 @@ class EmulatedDevice:
         self._work: queue.SimpleQueue[DesiredState | None] = queue.SimpleQueue()
         self._beating = threading.Event()
         self._stopped = threading.Event()
+        self._disconnected = threading.Event()
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._apply_loop, daemon=True)
         self._pulse = threading.Thread(target=self._heartbeat_loop, daemon=True)
@@ -60,6 +61,7 @@ class EmulatedDevice:
                         retain=True)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_disconnect = lambda *args: self._disconnected.set()
         return client
 
     def start(self) -> EmulatedDevice:
@@ -75,6 +77,9 @@ class EmulatedDevice:
         return self
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:  # type: ignore[no-untyped-def]
+        if self._stopped.is_set():  # connected only to clean up
+            self._connected.set()
+            return
         client.publish(topics.status(self.device_id), encode(Status(self.device_id, online=True, ts=time.time(),
                                                                     agent_version="emulated",
                                                                     platform=self.platform)), qos=1, retain=True)
@@ -84,7 +89,14 @@ class EmulatedDevice:
     def drop_connection(self) -> None:
         """Vanish the way a board that loses power does, as the broker sees it: the will fires."""
         self._beating.clear()
-        self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        self._disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+
+    def _disconnect(self, reason: ReasonCode | None = None) -> None:
+        # Wait until the DISCONNECT is on the wire: stopping the loop first can leave the socket
+        # half-open, and the broker would fire the will much later, after the test cleaned up.
+        self._disconnected.clear()
+        self._client.disconnect(reasoncode=reason)
+        self._disconnected.wait(5)
         self._client.loop_stop()
 
     def go_silent(self) -> None:
@@ -99,20 +111,24 @@ class EmulatedDevice:
         """Leave nothing behind on the shared broker: offline, then the retained messages removed."""
         self._beating.clear()
         self._stopped.set()
+        self.release.set()
         self._work.put(None)
+        if self._worker.is_alive():  # no report may follow the clean-up below
+            self._worker.join(5)
         if not self._client.is_connected():
             self._client = self._make_client()
+            self._connected = threading.Event()
             self._client.connect("127.0.0.1", self.port)
             self._client.loop_start()
-        for topic in (topics.status(self.device_id), topics.reported(self.device_id)):
+            self._connected.wait(5)
+        for topic in (topics.status(self.device_id), topics.reported(self.device_id), topics.desired(self.device_id)):
             self._client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._disconnect()
 
     # -- behaviour ------------------------------------------------------------------------------
 
     def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
-        if not msg.payload:
+        if not msg.payload or self._stopped.is_set():
             return
         try:
             desired = decode(msg.payload, DesiredState)
