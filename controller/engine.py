@@ -135,10 +135,13 @@ class Engine:
             if r is None or not machine.is_open(r):
                 return None
             now = self.clock()
-            devices = self.store.devices(ids=[t.device_id for t in r.targets])
+            devices = []
             if r.state in machine.OPEN:  # devices matching the selector now may join
-                known = {d.id for d in devices}
-                devices += [d for d in self.store.devices(Selector.parse(r.selector)) if d.id not in known]
+                devices = self.store.devices(Selector.parse(r.selector), detail=False)
+            known = {d.id for d in devices}
+            missing = [t.device_id for t in r.targets if t.device_id not in known]
+            if missing:
+                devices += self.store.devices(ids=missing, detail=False)
             decision = machine.next(r, self._views(r.app, devices, now), now)
             outbox = self._apply(r, decision)
         self.publisher.send(outbox)
@@ -169,38 +172,45 @@ class Engine:
             log.info(event, rollout=new.id, app=new.app, state=new.state.value)
         return outbox
 
-    def bind_joiners(self) -> int:
+    def bind_joiners(self, chunk: int = 1000) -> int:
         """Devices that appeared or changed groups/tags get, per app, the release of the newest binding
-        whose selector they match - unless pinned, or an open rollout of that app will take them."""
-        ids = self.store.devices_needing_binding()
-        if not ids:
-            return 0
-        bindings = [(Selector.parse(b.selector), b) for b in self.store.bindings()]  # newest first
+        whose selector they match - unless pinned, or an open rollout of that app will take them.
+        One transaction per chunk of devices: a thousand new devices cost one commit, not a thousand."""
         moved = 0
-        for device_id in ids:
+        while True:
             with self.store.transaction():
-                device = self.store.device(device_id)
-                if device is None:
-                    continue
-                for app in sorted({b.app for _, b in bindings}):
-                    if device.pinned(app) or self._rollout_takes(app, device):
-                        continue
-                    match = next((b for s, b in bindings if b.app == app
-                                  and s.matches(device.id, device.groups, dict(device.tags))), None)
-                    if match is not None and self.store.assign(device.id, app, match.release_id, match.rollout_id,
-                                                               self.clock()):
-                        moved += 1
-                        log.info("device joined a selector", device=device.id, app=app, selector=match.selector,
-                                 release=match.release_id)
-                self.store.clear_needs_binding(device_id)
-        return moved
+                ids = self.store.devices_needing_binding(chunk)
+                if not ids:
+                    return moved
+                moved += self._bind(self.store.devices(ids=ids, detail=False))
+                self.store.clear_needs_binding(ids)
+            if len(ids) < chunk:
+                return moved
 
-    def _rollout_takes(self, app: str, device: DeviceRecord) -> bool:
-        active = self.store.active_rollout(app)
-        if active is None:
-            return False
-        r = self.store.rollout(active)
-        return r is not None and Selector.parse(r.selector).matches(device.id, device.groups, dict(device.tags))
+    def _bind(self, devices: list[DeviceRecord]) -> int:
+        bindings = [(Selector.parse(b.selector), b) for b in self.store.bindings()]  # newest first
+        if not bindings:
+            return 0
+        taking: dict[str, Selector | None] = {}  # app -> selector of its open rollout
+        moved = 0
+        for device in devices:
+            tags = dict(device.tags)
+            for app in sorted({b.app for _, b in bindings}):
+                if app not in taking:
+                    active = self.store.active_rollout(app)
+                    rollout = self.store.rollout(active) if active is not None else None
+                    taking[app] = Selector.parse(rollout.selector) if rollout else None
+                open_rollout = taking[app]
+                if device.pinned(app) or (open_rollout and open_rollout.matches(device.id, device.groups, tags)):
+                    continue
+                match = next((b for s, b in bindings if b.app == app and s.matches(device.id, device.groups, tags)),
+                             None)
+                if match is not None and self.store.assign(device.id, app, match.release_id, match.rollout_id,
+                                                           self.clock()):
+                    moved += 1
+                    log.info("device joined a selector", device=device.id, app=app, selector=match.selector,
+                             release=match.release_id)
+        return moved
 
     def _views(self, app: str, devices: list[DeviceRecord], now: float) -> dict[str, DeviceView]:
         releases: dict[int, Release | None] = {}

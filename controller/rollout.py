@@ -24,6 +24,7 @@ the generation that carried each assignment into its target.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -217,6 +218,7 @@ def _reverted(view: DeviceView, target: Target) -> bool:
     return converged(view, target.previous_image, target.generation)
 
 
+@functools.lru_cache(maxsize=256)
 def _runs_on(platform: str | None, offered: tuple[str, ...]) -> bool:
     if platform is None or not offered:
         return True  # unknown: let the agent decide (it refuses a missing platform and says so)
@@ -313,7 +315,8 @@ def _start_batch(r: Rollout, pending: list[Target], devices: Mapping[str, Device
             targets[t.device_id] = replace(t, state=TargetState.UPDATING, batch=number, started_at=now)
             assign.append(Assign(t.device_id, r.release_id))
     label = "canary" if number == 0 and r.canary > 0 else f"batch {number}"
-    events.append(f"{label}: {', '.join(t.device_id for t in chosen)}")
+    names = ", ".join(t.device_id for t in chosen[:5]) + (f" and {len(chosen) - 5} more" if len(chosen) > 5 else "")
+    events.append(f"{label}: {names}")
     return Decision(replace(r, targets=tuple(targets.values()), batches_started=number + 1),
                     assign=tuple(assign), events=tuple(events))
 

@@ -130,6 +130,8 @@ ON CONFLICT(id) DO UPDATE SET {_ALIVE},
                          THEN 1 ELSE devices.needs_publish END"""
 _DEVICE_COLUMNS = ("id, first_seen, last_seen, online_since, status_online, platform, agent_version, status_json, "
                    "health_json, health_at, reported_json, reported_at, desired_generation, desired_payload")
+_DEVICE_COLUMNS_LIGHT = _DEVICE_COLUMNS.replace("status_json", "NULL").replace("health_json", "NULL").replace(
+    "desired_payload", "NULL")
 _ROLLOUT_COLUMNS = ("r.id, r.app, r.release_id, rel.image, rel.platforms_json, r.selector, r.canary, r.batch, "
                     "r.max_failures, r.health_timeout, r.offline_deadline, r.state, r.reason, r.created_at, "
                     "r.finished_at, r.batches_started")
@@ -262,10 +264,14 @@ class Store:
         found = self.devices(ids=[device_id])
         return found[0] if found else None
 
-    def devices(self, selector: Selector | None = None, ids: Sequence[str] | None = None) -> list[DeviceRecord]:
+    def devices(self, selector: Selector | None = None, ids: Sequence[str] | None = None, *,
+                detail: bool = True) -> list[DeviceRecord]:
+        """Devices with their memberships, pins and assignments. Without `detail`, the last status,
+        health and desired documents are left out (the rollout engine reads thousands per pass)."""
         where, params = self._selection(selector, ids)
+        columns = _DEVICE_COLUMNS if detail else _DEVICE_COLUMNS_LIGHT
         with self._lock:
-            rows = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices d {where} ORDER BY id", params).fetchall()
+            rows = self._db.execute(f"SELECT {columns} FROM devices d {where} ORDER BY id", params).fetchall()
             chosen = json.dumps([r[0] for r in rows])
             extra: dict[str, dict[str, list[Any]]] = {}
             for table, cols in (("device_tags", "key, value"), ("device_groups", "name"),
@@ -354,8 +360,9 @@ class Store:
         return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_binding = 1 ORDER BY id LIMIT ?",
                                          (limit,))]
 
-    def clear_needs_binding(self, device_id: str) -> None:
-        self._write("UPDATE devices SET needs_binding = 0 WHERE id = ?", (device_id,))
+    def clear_needs_binding(self, device_ids: Sequence[str]) -> None:
+        self._write("UPDATE devices SET needs_binding = 0 WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(device_ids)),))
 
     # -- assignments and desired states ---------------------------------------------------------
 

@@ -92,7 +92,7 @@ def test_selection_by_group_tag_and_id(store: Store) -> None:
 def test_joining_a_group_or_tagging_asks_for_a_binding_pass(store: Store) -> None:
     seen(store, "a")
     assert store.devices_needing_binding() == ["a"]  # new devices too
-    store.clear_needs_binding("a")
+    store.clear_needs_binding(["a"])
     assert store.devices_needing_binding() == []
     store.add_to_group("a", "g")
     assert store.devices_needing_binding() == ["a"]
