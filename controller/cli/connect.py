@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.cli.common import Exit, fail
+from controller.cli.common import Exit, console, fail, print_json
 from controller.client import ApiClient, ApiError, ControllerUnreachable
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -96,3 +96,16 @@ def api_command(handler: Callable[[argparse.Namespace, ApiClient], int]) -> Call
             return fail(exc.message, exit_for(exc))
 
     return run
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], Any]) -> int:
+    """Show an API answer: as is with --json, else `render(data)` (a rich renderable or a line)."""
+    if args.json:
+        print_json(data)
+    else:
+        shown = render(data)
+        if isinstance(shown, str | int):
+            print(shown)
+        else:
+            console().print(shown)
+    return Exit.OK

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from controller.cli import views
-from controller.cli.common import Exit, console, fail, print_json
-from controller.cli.connect import add_api_flags, api_command
+from controller.cli.common import Exit, fail
+from controller.cli.connect import add_api_flags, api_command, emit
 from controller.cli.live import watch
 from controller.client import ApiClient
 
@@ -47,20 +47,11 @@ def do_devices(args: argparse.Namespace, api: ApiClient) -> int:
     if args.watch:
         watch(lambda: api.devices(args.selector), views.devices_table, interval=args.interval, as_json=args.json)
         return Exit.OK
-    devices = api.devices(args.selector)
-    if args.json:
-        print_json(devices)
-    else:
-        console().print(views.devices_table(devices))
-    return Exit.OK
+    return emit(args, api.devices(args.selector), views.devices_table)
 
 
 def _show(args: argparse.Namespace, device: dict) -> int:  # type: ignore[type-arg]
-    if args.json:
-        print_json(device)
-    else:
-        console().print(views.device_view(device))
-    return Exit.OK
+    return emit(args, device, views.device_view)
 
 
 @api_command

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from controller.cli import views
-from controller.cli.common import Exit, console, fail, print_json
-from controller.cli.connect import add_api_flags, api_command
+from controller.cli.common import Exit, fail
+from controller.cli.connect import add_api_flags, api_command, emit
 from controller.client import ApiClient
 
 
@@ -49,18 +49,9 @@ def do_create(args: argparse.Namespace, api: ApiClient) -> int:
     if args.health_deadline is not None:
         health["deadline_seconds"] = args.health_deadline
     release = api.create_release(args.app, args.image, max_bytes=args.max_bytes, env=env, health=health or None)
-    if args.json:
-        print_json(release)
-    else:
-        print(release["id"])
-    return Exit.OK
+    return emit(args, release, lambda r: r["id"])
 
 
 @api_command
 def do_list(args: argparse.Namespace, api: ApiClient) -> int:
-    releases = api.releases(args.app)
-    if args.json:
-        print_json(releases)
-    else:
-        console().print(views.releases_table(releases))
-    return Exit.OK
+    return emit(args, api.releases(args.app), views.releases_table)

@@ -10,8 +10,8 @@ import argparse
 from typing import Any
 
 from controller.cli import views
-from controller.cli.common import Exit, console, fail, print_json
-from controller.cli.connect import add_api_flags, api_command
+from controller.cli.common import Exit, fail
+from controller.cli.connect import add_api_flags, api_command, emit
 from controller.cli.live import watch
 from controller.client import ApiClient
 
@@ -81,11 +81,7 @@ def do_start(args: argparse.Namespace, api: ApiClient) -> int:
               "release when the rollout has completed", flush=True)
     if args.watch:
         return _follow(api, r["id"], args)
-    if args.json:
-        print_json(r)
-    else:
-        print(r["id"])
-    return Exit.OK
+    return emit(args, r, lambda x: x["id"])
 
 
 @api_command
@@ -94,22 +90,13 @@ def do_status(args: argparse.Namespace, api: ApiClient) -> int:
     if rollout_id is None:
         recent = api.rollouts(args.app)
         if not args.watch:
-            if args.json:
-                print_json(recent)
-            else:
-                console().print(views.rollouts_table(recent))
-            return Exit.OK
+            return emit(args, recent, views.rollouts_table)
         if not recent:
             return fail("no rollouts yet", Exit.NOT_FOUND)
         rollout_id = recent[0]["id"]
     if args.watch:
         return _follow(api, rollout_id, args)
-    r = api.rollout(rollout_id)
-    if args.json:
-        print_json(r)
-    else:
-        console().print(views.rollout_view(r))
-    return Exit.OK
+    return emit(args, api.rollout(rollout_id), views.rollout_view)
 
 
 @api_command
@@ -118,11 +105,7 @@ def do_change(args: argparse.Namespace, api: ApiClient) -> int:
         r = api.abort(args.rollout, rollback=not args.no_rollback)
     else:
         r = getattr(api, args.change)(args.rollout)
-    if args.json:
-        print_json(r)
-    else:
-        console().print(views.rollout_view(r))
-    return Exit.OK
+    return emit(args, r, views.rollout_view)
 
 
 def _amount(text: str) -> int | str:

@@ -14,6 +14,7 @@ import threading
 import tomllib
 from pathlib import Path
 
+import prometheus_client
 import structlog
 
 from controller.cli.common import Exit, fail
@@ -75,6 +76,7 @@ def do_controller(args: argparse.Namespace) -> int:
     from controller.service import Controller, ControllerConfig  # the service stack only when serving
 
     configure_logging(args.log_format)
+    prometheus_client.disable_created_metrics()  # the *_created series only double the scrape
     try:
         password = (args.broker_password_file.read_text().strip() if args.broker_password_file
                     else os.environ.get("TINYFLEET_BROKER_PASSWORD"))
