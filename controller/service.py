@@ -93,9 +93,22 @@ class Controller:
         self.token = ""
 
     def start(self) -> Controller:
+        """Open the store, bind the API, start the threads, connect in the background. A failure half-way
+        stops what was started and re-raises (the port is taken, the database is unusable ...)."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("controller started", api=self.url, broker=str(self.broker), db=str(self.config.db),
+                 offline_after=self.config.offline_after)
+        return self
+
+    def _start(self) -> None:
         c = self.config
         self.store = Store(c.db)
         self.token = load_or_create(c.token_path)
+        sock = self._bind()  # before any thread: a taken port fails here, cleanly
         client_id = self.store.meta("mqtt_client_id")
         if client_id is None:  # kept in the store: the same session (and its queued reports) after a restart
             client_id = f"tinyfleet-controller-{secrets.token_hex(6)}"
@@ -115,11 +128,8 @@ class Controller:
         self.metrics.watch(self.fleet.count, self.store.rollout_states)
         self._spawn("ingest", lambda: self.ingest.run(self._stop))
         self._spawn("engine", lambda: self.engine.run(self._stop, c.tick_interval))
-        self._serve_api()
+        self._serve_api(sock)
         self.link.start()
-        log.info("controller started", api=self.url, broker=str(self.broker), db=str(c.db),
-                 offline_after=c.offline_after)
-        return self
 
     def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
         self.ingest.submit(topic, payload, retained)
@@ -133,18 +143,25 @@ class Controller:
         thread.start()
         self._threads.append(thread)
 
-    def _serve_api(self) -> None:
+    def _bind(self) -> socket.socket:
         host, port = self.listen
         if not is_loopback(host):
             log.warning("the API listens beyond loopback; the token travels in clear without a TLS proxy in front",
                         listen=self.config.listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {self.config.listen}: {exc.strerror}") from exc
         port = sock.getsockname()[1]
         self.url = f"http://{'[' + host + ']' if family == socket.AF_INET6 else host}:{port}"
+        return sock
+
+    def _serve_api(self, sock: socket.socket) -> None:
         app = create_app(ApiContext(self.fleet, self.releases, self.engine, self.metrics, self.token,
                                     token_hint=str(self.config.token_path)))
         self._server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
@@ -160,16 +177,20 @@ class Controller:
         return self.link.connected.wait(timeout)
 
     def stop(self) -> None:
-        """Stop serving, write what was received, disconnect (the broker keeps the session)."""
+        """Stop serving, write what was received, disconnect (the broker keeps the session). Safe to call
+        on a controller that started only partly."""
         if self._server is not None:
             self._server.should_exit = True
-        self.link.stop()
+        if hasattr(self, "link"):
+            self.link.stop()
         self._stop.set()
-        self.engine.wake.set()
+        if hasattr(self, "engine"):
+            self.engine.wake.set()
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
-        self.store.close()
+        if hasattr(self, "store"):
+            self.store.close()
         log.info("controller stopped")
 
     def __enter__(self) -> Controller:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -214,3 +215,13 @@ def test_the_controller_refuses_bad_settings(tmp_path, args, message) -> None:  
                        timeout=30)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "secret" not in result.stderr
+
+
+def test_the_controller_says_so_when_its_port_is_taken(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tinyfleet("controller", "--db", str(tmp_path / "c.db"), "--listen", f"127.0.0.1:{port}",
+                           "--broker", "mqtt://127.0.0.1:9", timeout=30)
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
