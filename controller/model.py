@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.messages import AppSpec, AppStatus, HealthPolicy, Phase
@@ -25,7 +25,7 @@ class Release:
     platforms: tuple[ReleasePlatform, ...]
     max_bytes: int | None = None
     env: tuple[tuple[str, str], ...] = ()
-    health: HealthPolicy = field(default_factory=HealthPolicy)
+    health: HealthPolicy | None = None  # None: the agent's own defaults
     created_at: float = 0.0
 
     @property
@@ -33,12 +33,13 @@ class Release:
         return self.image.rsplit("@", 1)[1]
 
     def spec(self) -> AppSpec:
-        return AppSpec(name=self.app, image=self.image, max_bytes=self.max_bytes, env=self.env, health=self.health)
+        policy = {"health": self.health} if self.health is not None else {}  # else AppSpec's default stands
+        return AppSpec(name=self.app, image=self.image, max_bytes=self.max_bytes, env=self.env, **policy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "image": self.image, "digest": self.digest, "source": self.source,
                 "version": self.version, "max_bytes": self.max_bytes, "env": dict(self.env),
-                "health": self.health.to_dict(), "created_at": self.created_at,
+                "health": self.health.to_dict() if self.health else None, "created_at": self.created_at,
                 "platforms": [{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
                               for p in self.platforms]}
 

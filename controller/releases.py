@@ -138,9 +138,9 @@ def _env(env: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
-def _health(health: object) -> HealthPolicy:
+def _health(health: object) -> HealthPolicy | None:
     if health is None:
-        return HealthPolicy()
+        return None
     try:
         reader = Reader(health, "health")
         policy = HealthPolicy.read(reader)

@@ -531,7 +531,7 @@ _RELEASE_COLUMNS = ("id, app, image, source, version, max_bytes, env_json, healt
 
 def _release_row(r: Release) -> tuple[Any, ...]:
     return (r.app, r.image, r.source, r.version, r.max_bytes, json.dumps(dict(r.env), sort_keys=True),
-            json.dumps(r.health.to_dict(), sort_keys=True),
+            json.dumps(r.health.to_dict() if r.health else None, sort_keys=True),
             json.dumps([{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
                         for p in r.platforms]), r.created_at)
 
@@ -540,7 +540,7 @@ def _release(row: tuple[Any, ...]) -> Release:
     health = json.loads(row[7])
     return Release(id=row[0], app=row[1], image=row[2], source=row[3], version=row[4], max_bytes=row[5],
                    env=tuple(sorted(json.loads(row[6]).items())),
-                   health=HealthPolicy(health["settle_seconds"], health["deadline_seconds"]),
+                   health=HealthPolicy(health["settle_seconds"], health["deadline_seconds"]) if health else None,
                    platforms=tuple(ReleasePlatform(p["platform"], p["digest"], p["compressed_size"])
                                    for p in json.loads(row[8])),
                    created_at=row[9])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from controller.model import Binding
 from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
 from controller.selector import Selector
 from controller.store import SCHEMA_VERSION, Incoming, Store
+from protocol.messages import AppSpec, HealthPolicy
 from tests.unit.controller.records import health, release, reported, running, seen, status
 
 
@@ -185,3 +187,12 @@ def test_reported_apps_come_back_as_statuses(store: Store) -> None:
     d = store.device("a")
     assert d is not None and d.reported_generation == 4
     assert d.app_status("hello") == running("hello", img) and d.app_status("other") is None
+
+
+def test_a_release_carries_a_health_policy_only_when_the_operator_gave_one(store: Store) -> None:
+    plain = store.add_release(release(1))
+    assert plain.health is None
+    assert plain.spec() == AppSpec(name="hello", image=plain.image)  # whatever the contract's default is
+    tuned = store.add_release(replace(release(2), health=HealthPolicy(2.0, 20.0), max_bytes=5000))
+    assert store.release(tuned.id) == tuned
+    assert tuned.spec().health == HealthPolicy(2.0, 20.0) and tuned.spec().max_bytes == 5000
