@@ -7,6 +7,7 @@ cannot be reached raises ControllerUnreachable (transient: try again).
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -121,6 +122,18 @@ class ApiClient:
 
     def resume(self, rollout_id: int) -> dict[str, Any]:
         return self.call("POST", f"/v1/rollouts/{int(rollout_id)}/resume")
+
+    def wait_rollout(self, rollout_id: int, timeout: float = 600.0, interval: float = 0.5) -> dict[str, Any]:
+        """Poll until the rollout settles (completed, or aborted with every revert done); returns it.
+        Raises TimeoutError with the last state seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.rollout(rollout_id)
+            if not r["open"]:
+                return r
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rollout {rollout_id} still {r['state']} after {timeout:g}s: {r['counts']}")
+            time.sleep(interval)
 
     def abort(self, rollout_id: int, rollback: bool = True) -> dict[str, Any]:
         return self.call("POST", f"/v1/rollouts/{int(rollout_id)}/abort", {"rollback": rollback})

@@ -61,8 +61,7 @@ def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, 
             ctl.start()
             api = ctl.client()
 
-            done = eventually(lambda: x if not (x := api.rollout(r["id"]))["open"] else None, timeout=30,
-                              what="the resumed rollout settled")
+            done = api.wait_rollout(r["id"], timeout=30, interval=0.1)
             assert done["state"] == "completed", done
             assert sorted((t["batch"], t["state"]) for t in done["targets"]) == [
                 (0, "converged"), (1, "converged"), (2, "converged"), (3, "converged")]
@@ -71,7 +70,7 @@ def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, 
 
             v2 = api.create_release("hello", images["v2"])
             second = api.start_rollout("hello", v2["id"], f"tag:ring={prefix}", canary=0, batch="100%")
-            eventually(lambda: not api.rollout(second["id"])["open"], what="the second rollout settled")
+            api.wait_rollout(second["id"], timeout=30, interval=0.1)
             for d in devices:  # the generation kept increasing across the restart
                 assert documents(d) == [(1, v1["image"]), (2, v2["image"])]
     finally:
@@ -90,8 +89,7 @@ def test_a_device_that_remembers_a_higher_generation_is_moved_above_it(tmp_path:
             eventually(lambda: api.devices(f"device:{device.device_id}"), what="device known")
             v1 = api.create_release("hello", images["v1"])
             r = api.start_rollout("hello", v1["id"], f"device:{device.device_id}")
-            done = eventually(lambda: x if not (x := api.rollout(r["id"]))["open"] else None, timeout=20,
-                              what="rollout settled")
+            done = api.wait_rollout(r["id"], timeout=20, interval=0.1)
             assert done["state"] == "completed", done
             assert device.rejected == [1], "the first document was below what it had accepted"
             assert documents(device)[-1] == (41, v1["image"]) and device.runs("hello") == v1["image"]

@@ -60,8 +60,7 @@ def in_group(api: ApiClient, devices: list[EmulatedDevice], group: str) -> None:
 
 
 def settled(api: ApiClient, rollout_id: int, timeout: float = 30) -> dict:  # type: ignore[type-arg]
-    return eventually(lambda: r if not (r := api.rollout(rollout_id))["open"] else None, timeout=timeout,
-                      what=f"rollout {rollout_id} settled")
+    return api.wait_rollout(rollout_id, timeout=timeout, interval=0.1)
 
 
 def by_device(r: dict) -> dict[str, str]:  # type: ignore[type-arg]
