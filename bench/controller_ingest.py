@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import tempfile
 import threading
 import time
@@ -135,6 +136,7 @@ def main() -> None:
         run(broker, root, args)
     finally:
         broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> None:
