@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from controller.cli import image
+from controller.cli import devices, image, release, rollout, serve
 from controller.cli.common import Exit, fail
 
-GROUPS = (image,)
+GROUPS = (image, serve, devices, release, rollout)
 
 
 def build_parser() -> argparse.ArgumentParser:
