@@ -1,0 +1,142 @@
+"""Rich renderings of API answers: the fleet table, a device, releases, a rollout with progress bars.
+Pure functions of the JSON the API returns (and the clock, for ages)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from controller.cli.common import human_bytes
+
+PHASE_STYLE = {"running": "green", "failed": "red", "rolled_back": "red", "pending": "yellow",
+               "verifying": "yellow", "pulling": "yellow", "starting": "yellow"}
+TARGET_STYLE = {"converged": "green", "failed": "red", "updating": "yellow", "pending": "dim",
+                "reverting": "magenta", "reverted": "magenta", "skipped": "dim"}
+ROLLOUT_STYLE = {"running": "yellow", "paused": "cyan", "completed": "green", "aborted": "red"}
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0.0, (now or time.time()) - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _apps(device: dict[str, Any]) -> Text:
+    text = Text()
+    for i, app in enumerate(device["apps"]):
+        if i:
+            text.append("\n")
+        release = f" r{app['release']}" if app["release"] is not None else ""
+        text.append(f"{app['name']}{release} ")
+        phase = app["phase"] or "no report"
+        text.append(phase, style=PHASE_STYLE.get(phase, "dim"))
+        if app["health"] not in (None, "none"):
+            text.append(f" ({app['health']})", style="green" if app["health"] == "healthy" else "red")
+    return text or Text("-", style="dim")
+
+
+def devices_table(devices: list[dict[str, Any]], now: float | None = None) -> Table:
+    online = sum(d["online"] for d in devices)
+    table = Table(title=f"{len(devices)} devices, {online} online", title_justify="left")
+    for col in ("device", "state", "platform", "apps", "groups", "tags", "pins", "last seen"):
+        table.add_column(col)
+    for d in devices:
+        state = Text("online", style="green") if d["online"] else Text("offline", style="red")
+        pins = ", ".join(f"{a}{'=r' + str(r) if r is not None else ''}" for a, r in d["pins"].items())
+        table.add_row(d["id"], state, d["platform"] or "?", _apps(d), ", ".join(d["groups"]) or "-",
+                      ", ".join(f"{k}={v}" for k, v in d["tags"].items()) or "-", pins or "-",
+                      age(d["last_seen"], now))
+    return table
+
+
+def device_view(d: dict[str, Any], now: float | None = None) -> Group:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    health = d.get("health") or {}
+    rows = [("device", d["id"]), ("state", "online" if d["online"] else "offline"),
+            ("platform", d["platform"] or "?"), ("agent", d["agent_version"] or "?"),
+            ("last seen", age(d["last_seen"], now)), ("online since", age(d["online_since"], now)),
+            ("groups", ", ".join(d["groups"]) or "-"),
+            ("tags", ", ".join(f"{k}={v}" for k, v in d["tags"].items()) or "-"),
+            ("pins", ", ".join(f"{a}={r if r is not None else 'held'}" for a, r in d["pins"].items()) or "-"),
+            ("generation", f"desired {d['desired_generation']}, reported {d['reported_generation']}"),
+            ("temperature", f"{health['cpu_temp_c']:.1f} C" if health.get("cpu_temp_c") is not None else "-"),
+            ("disk free", human_bytes(health.get("disk_free_bytes")))]
+    if d.get("error"):
+        rows.append(("error", d["error"]))
+    for k, v in rows:
+        facts.add_row(k, str(v))
+    apps = Table(title="apps", title_justify="left")
+    for col in ("app", "release", "phase", "health", "running image", "error"):
+        apps.add_column(col)
+    for app in d["apps"]:
+        apps.add_row(app["name"], str(app["release"] or "-"),
+                     Text(app["phase"] or "-", style=PHASE_STYLE.get(app["phase"] or "", "dim")),
+                     app["health"] or "-", app["current_image"] or "-", app["error"] or "")
+    return Group(facts, apps)
+
+
+def releases_table(releases: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(releases)} releases", title_justify="left")
+    for col in ("id", "app", "version", "digest", "platforms", "largest", "budget", "created"):
+        table.add_column(col, justify="right" if col in ("id", "largest", "budget") else "left")
+    for r in releases:
+        largest = max((p["compressed_size"] for p in r["platforms"]), default=None)
+        table.add_row(str(r["id"]), r["app"], r["version"], r["digest"][:19],
+                      ", ".join(p["platform"] for p in r["platforms"]), human_bytes(largest),
+                      human_bytes(r["max_bytes"]), age(r["created_at"]))
+    return table
+
+
+def rollouts_table(rollouts: list[dict[str, Any]]) -> Table:
+    table = Table(title="rollouts", title_justify="left")
+    for col in ("id", "app", "release", "to", "state", "converged", "failed", "pending", "started"):
+        table.add_column(col)
+    for r in rollouts:
+        c = r["counts"]
+        table.add_row(str(r["id"]), r["app"], str(r["release"]), r["selector"],
+                      Text(r["state"], style=ROLLOUT_STYLE.get(r["state"], "")), f"{c['converged']}/{r['total']}",
+                      str(c["failed"]), str(c["pending"] + c["updating"]), age(r["created_at"]))
+    return table
+
+
+def rollout_view(r: dict[str, Any], max_rows: int = 30) -> Group:
+    c = r["counts"]
+    total = max(1, r["total"] - c["skipped"])
+    head = Text.assemble(
+        (f"rollout {r['id']} ", "bold"), (r["state"], ROLLOUT_STYLE.get(r["state"], "")),
+        f"  {r['app']} -> release {r['release']}  to {r['selector']}  canary {r['canary']}, batch {r['batch']}, "
+        f"max failures {r['max_failures']} (limit {r['failure_limit']})")
+    bars = Table.grid(padding=(0, 1))
+    for label, count, style in (("converged", c["converged"], "green"), ("failed", c["failed"], "red"),
+                                ("updating", c["updating"], "yellow"), ("pending", c["pending"], "white"),
+                                ("reverted", c["reverted"] + c["reverting"], "magenta")):
+        bars.add_row(Text(f"{label:>9}", style=style),
+                     ProgressBar(total=total, completed=count, width=40, complete_style=style,
+                                 finished_style=style), Text(f"{count}/{total}"))
+    parts: list[RenderableType] = [head, bars]
+    if r.get("reason"):
+        parts.append(Text(r["reason"], style="red" if r["state"] == "aborted" else "dim"))
+    targets = r.get("targets") or []
+    if targets:
+        table = Table(show_edge=False)
+        for col in ("device", "batch", "state", "reason"):
+            table.add_column(col)
+        shown = sorted(targets, key=lambda t: (t["batch"] is None, t["batch"] or 0, t["device"]))[:max_rows]
+        for t in shown:
+            table.add_row(t["device"], "-" if t["batch"] is None else str(t["batch"]),
+                          Text(t["state"], style=TARGET_STYLE.get(t["state"], "")), t["reason"] or "")
+        if len(targets) > max_rows:
+            table.caption = f"{len(targets) - max_rows} more"
+        parts.append(table)
+    return Group(*parts)

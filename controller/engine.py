@@ -1,0 +1,239 @@
+"""The rollout engine: runs the pure state machine (controller.rollout) against the store and turns its
+decisions into assignments and desired states. Level-triggered: each pass reads everything it needs
+from the store, so a restarted controller carries on exactly where the last one stood.
+
+One pass (`tick`): give devices that joined a group/tag (or appeared) the release their selectors stand
+for; step every open rollout; send the desired states that changed. Operator commands (start, pause,
+resume, abort) run here too, each in one transaction with the rollout it changes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from controller import rollout as machine
+from controller.errors import Conflict, InvalidRequest, NotFound
+from controller.fleet import Fleet, check_app
+from controller.model import Binding, DeviceRecord, Release
+from controller.publisher import Publisher
+from controller.releases import Releases
+from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState
+from controller.selector import Selector
+from controller.store import Store
+
+log = structlog.get_logger("controller.engine")
+Outbox = list[tuple[str, int, bytes]]
+
+
+class Engine:
+    def __init__(self, store: Store, fleet: Fleet, releases: Releases, publisher: Publisher,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.releases = releases
+        self.publisher = publisher
+        self.clock = clock
+        self.wake = threading.Event()
+        self.republish = threading.Event()  # set on each broker (re)connection
+
+    # -- operator commands ----------------------------------------------------------------------
+
+    def start_rollout(self, app: str, release: str | int, selector: str, *, canary: Any = 1, batch: Any = "25%",
+                      max_failures: Any = 0, health_timeout: Any = 300.0, offline_deadline: Any = 3600.0) -> Rollout:
+        app = check_app(app)
+        chosen = Selector.parse(selector)
+        r = Rollout(id=0, app=app, release_id=0, image="", platforms=(), selector=str(chosen),
+                    canary=_count(canary, "canary"), batch=Amount.parse(batch, "batch"),
+                    max_failures=Amount.parse(max_failures, "max failures"),
+                    health_timeout=_seconds(health_timeout, "health timeout", 1, 86400),
+                    offline_deadline=_seconds(offline_deadline, "offline deadline", 1, 30 * 86400))
+        if r.batch.value == 0:
+            raise InvalidRequest("batch must be at least 1 device or 1%")
+        with self.store.transaction():
+            target = self.releases.find(app, release)
+            active = self.store.active_rollout(app)
+            if active is not None:
+                raise Conflict(f"rollout {active} of {app} is still {self.store.rollout(active).state.value}; "  # type: ignore[union-attr]
+                               "abort it or let it finish first")
+            now = self.clock()
+            views = self._views(app, self.store.devices(chosen), now)
+            r = replace(r, release_id=target.id, image=target.image,
+                        platforms=tuple(p.platform for p in target.platforms), created_at=now,
+                        targets=machine.plan_targets(views.values()))
+            created = self.store.create_rollout(r)
+        log.info("rollout started", rollout=created.id, app=app, release=target.id, selector=str(chosen),
+                 targets=len(created.targets))
+        self.wake.set()
+        return created
+
+    def pause(self, rollout_id: int) -> Rollout:
+        return self._set_state(rollout_id, RolloutState.RUNNING, RolloutState.PAUSED)
+
+    def resume(self, rollout_id: int) -> Rollout:
+        return self._set_state(rollout_id, RolloutState.PAUSED, RolloutState.RUNNING)
+
+    def _set_state(self, rollout_id: int, expect: RolloutState, new: RolloutState) -> Rollout:
+        with self.store.transaction():
+            r = self.get(rollout_id)
+            if r.state != expect:
+                raise Conflict(f"rollout {rollout_id} is {r.state.value}, not {expect.value}")
+            self.store.save_rollout(replace(r, state=new), ())
+        log.info("rollout " + new.value, rollout=rollout_id)
+        self.wake.set()
+        return self.get(rollout_id)
+
+    def abort(self, rollout_id: int, *, rollback: bool = True) -> Rollout:
+        with self.store.transaction():
+            r = self.get(rollout_id)
+            if r.state not in machine.OPEN:
+                raise Conflict(f"rollout {rollout_id} is already {r.state.value}")
+            outbox = self._apply(r, machine.abort(r, self.clock(), "aborted by the operator", rollback=rollback))
+        self.publisher.send(outbox)
+        self.wake.set()
+        return self.get(rollout_id)
+
+    def list(self, app: str | None = None, limit: int = 20) -> list[Rollout]:
+        return self.store.rollouts(check_app(app) if app else None, limit)
+
+    def get(self, rollout_id: int) -> Rollout:
+        r = self.store.rollout(rollout_id)
+        if r is None:
+            raise NotFound(f"no rollout {rollout_id}")
+        return r
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        while not stop.is_set():
+            self.wake.wait(interval)
+            self.wake.clear()
+            if stop.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:  # keep going: a bad pass must not stop rollouts; the next pass retries
+                log.exception("engine pass failed")
+
+    def tick(self) -> None:
+        if self.republish.is_set():
+            self.republish.clear()
+            self.publisher.republish_all()
+        self.bind_joiners()
+        for rollout_id in self.store.open_rollout_ids():
+            self.step(rollout_id)
+        self.publisher.flush()
+
+    def step(self, rollout_id: int) -> Decision | None:
+        with self.store.transaction():
+            r = self.store.rollout(rollout_id)
+            if r is None or not machine.is_open(r):
+                return None
+            now = self.clock()
+            devices = []
+            if r.state in machine.OPEN:  # devices matching the selector now may join
+                devices = self.store.devices(Selector.parse(r.selector), detail=False)
+            known = {d.id for d in devices}
+            missing = [t.device_id for t in r.targets if t.device_id not in known]
+            if missing:
+                devices += self.store.devices(ids=missing, detail=False)
+            decision = machine.next(r, self._views(r.app, devices, now), now)
+            outbox = self._apply(r, decision)
+        self.publisher.send(outbox)
+        return decision
+
+    def _apply(self, old: Rollout, d: Decision) -> Outbox:
+        """Store a decision (inside the caller's transaction): assignments, their documents, the
+        generation each target waits for, the rollout itself, and the binding when it completed."""
+        now = self.clock()
+        outbox: Outbox = []
+        generations = {}
+        for a in d.assign:
+            if self.store.assign(a.device_id, old.app, a.release_id, old.id, now):
+                generation, payload = self.publisher.materialise(a.device_id)
+                outbox.append((a.device_id, generation, payload))
+            else:
+                generation = self.store.desired_inputs(a.device_id)[0]
+            generations[a.device_id] = generation
+        new = d.rollout
+        if generations:
+            new = replace(new, targets=tuple(replace(t, generation=generations[t.device_id])
+                                             if t.device_id in generations else t for t in new.targets))
+        before = {t.device_id: t for t in old.targets}
+        self.store.save_rollout(new, [t for t in new.targets if before.get(t.device_id) != t])
+        if d.bind:
+            self.store.bind(Binding(new.selector, new.app, new.release_id, new.id, now))
+        for event in d.events:
+            log.info(event, rollout=new.id, app=new.app, state=new.state.value)
+        return outbox
+
+    def bind_joiners(self, chunk: int = 1000) -> int:
+        """Devices that appeared or changed groups/tags get, per app, the release of the newest binding
+        whose selector they match - unless pinned, or an open rollout of that app will take them.
+        One transaction per chunk of devices: a thousand new devices cost one commit, not a thousand."""
+        moved = 0
+        while True:
+            with self.store.transaction():
+                ids = self.store.devices_needing_binding(chunk)
+                if not ids:
+                    return moved
+                moved += self._bind(self.store.devices(ids=ids, detail=False))
+                self.store.clear_needs_binding(ids)
+            if len(ids) < chunk:
+                return moved
+
+    def _bind(self, devices: list[DeviceRecord]) -> int:
+        bindings = [(Selector.parse(b.selector), b) for b in self.store.bindings()]  # newest first
+        if not bindings:
+            return 0
+        taking: dict[str, Selector | None] = {}  # app -> selector of its open rollout
+        moved = 0
+        for device in devices:
+            tags = dict(device.tags)
+            for app in sorted({b.app for _, b in bindings}):
+                if app not in taking:
+                    active = self.store.active_rollout(app)
+                    rollout = self.store.rollout(active) if active is not None else None
+                    taking[app] = Selector.parse(rollout.selector) if rollout else None
+                open_rollout = taking[app]
+                if device.pinned(app) or (open_rollout and open_rollout.matches(device.id, device.groups, tags)):
+                    continue
+                match = next((b for s, b in bindings if b.app == app and s.matches(device.id, device.groups, tags)),
+                             None)
+                if match is not None and self.store.assign(device.id, app, match.release_id, match.rollout_id,
+                                                           self.clock()):
+                    moved += 1
+                    log.info("device joined a selector", device=device.id, app=app, selector=match.selector,
+                             release=match.release_id)
+        return moved
+
+    def _views(self, app: str, devices: list[DeviceRecord], now: float) -> dict[str, DeviceView]:
+        releases: dict[int, Release | None] = {}
+        views = {}
+        for d in devices:
+            assigned = d.assigned(app)
+            if assigned is not None and assigned not in releases:
+                releases[assigned] = self.store.release(assigned)
+            image = releases[assigned].image if assigned is not None and releases[assigned] else None
+            views[d.id] = DeviceView(
+                id=d.id, online=self.fleet.online(d, now), online_since=d.online_since, platform=d.platform,
+                pinned=d.pinned(app), generation=d.reported_generation, rejected_generation=d.rejected_generation,
+                error=(d.reported or {}).get("error"), app=d.app_status(app), assigned=assigned, assigned_image=image)
+        return views
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise InvalidRequest(f"{what} {value!r} must be a whole number of devices (0 or more)")
+    return value
+
+
+def _seconds(value: Any, what: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise InvalidRequest(f"{what} {value!r} must be a number of seconds from {lo:g} to {hi:g}")
+    return float(value)

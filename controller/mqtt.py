@@ -1,0 +1,124 @@
+"""The controller's broker adapter (paho-mqtt 2.x, callback API version 2).
+
+A persistent session (clean_session=False, a client id kept in the store): while the controller is
+down the broker queues the QoS 1 reports for it, so a restart loses none. Subscribes to every
+device's reported and status (QoS 1) and health (QoS 0). Publishes desired states retained at QoS 1
+without waiting for each acknowledgement: paho keeps them in flight (up to `max_inflight`) and resends
+after a reconnect, so fanning out to thousands of devices is not one round trip per device.
+Reconnects by itself with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.errors import InvalidRequest
+from protocol import topics
+from protocol.topics import Channel
+
+log = structlog.get_logger("controller.mqtt")
+SUBSCRIPTIONS = [(topics.subscription(Channel.REPORTED), 1), (topics.subscription(Channel.STATUS), 1),
+                 (topics.subscription(Channel.HEALTH), 0)]
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
+
+    @classmethod
+    def parse(cls, url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:
+        """mqtt://host[:port] or mqtts://host[:port]; credentials come separately, never in the URL."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise InvalidRequest(f"broker URL {url!r} must look like mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        if parts.username or parts.password:
+            raise InvalidRequest("put broker credentials in --broker-username and --broker-password-file, "
+                                 "not in the URL (URLs end up in logs and process lists)")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError as exc:
+            raise InvalidRequest(f"broker URL {url!r}: {exc}") from exc
+        return cls(parts.hostname, port, parts.scheme == "mqtts", username, password)
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class MqttLink:
+    def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool], None],
+                 on_connected: Callable[[], None] = lambda: None,
+                 on_state: Callable[[bool], None] = lambda connected: None,
+                 keepalive: int = 30, max_inflight: int = 1000) -> None:
+        self.broker = broker
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_state = on_state
+        self.keepalive = keepalive
+        self.connected = threading.Event()
+        self._stopping = False
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                             protocol=paho.MQTTv311)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)  # unlimited: desired states are never dropped on our side
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if broker.username:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = self._message
+        self.client = client
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps reconnecting until stop()."""
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Retained, QoS 1, non-blocking. Queued by paho if the broker is away, sent on reconnect."""
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _connected(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
+                   reason: paho.ReasonCode, properties: object) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection", broker=str(self.broker), reason=str(reason))
+            return
+        client.subscribe(SUBSCRIPTIONS)
+        self.connected.set()
+        self._on_state(True)
+        log.info("connected to the broker", broker=str(self.broker), session_present=flags.session_present)
+        self._on_connected()
+
+    def _disconnected(self, client: paho.Client, userdata: object, flags: paho.DisconnectFlags,
+                      reason: paho.ReasonCode, properties: object) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        self._on_state(False)
+        if was and not self._stopping:
+            log.warning("lost the broker; reconnecting with backoff", broker=str(self.broker), reason=str(reason))
+
+    def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "<not UTF-8>"
+        self._on_message(topic, msg.payload, bool(msg.retain))

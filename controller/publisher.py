@@ -1,0 +1,91 @@
+"""Desired states: materialise one document per device from its assignments, and publish it retained.
+
+Generation rule: every new document for a device carries a generation strictly above both the last one
+stored for it and the newest one the device reports having accepted. The first keeps increasing across
+controller restarts (it is committed with the document before anything is sent); the second covers a
+store restored from an old backup, or a device that remembers more than the store does - the agent
+ignores anything not newer than what it accepted, so we must move above it.
+
+Documents are sent after the transaction that stored them commits. Two threads may commit documents
+for the same device and send them in the opposite order; `send` drops a document older than one
+already sent, so the retained message is always the newest.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from controller.model import Release
+from controller.store import Store
+from protocol import topics
+from protocol.codec import encode
+from protocol.messages import DesiredState
+
+log = structlog.get_logger("controller.publisher")
+Send = Callable[[str, bytes], None]  # (topic, payload): retained, QoS 1, must not block on the network
+
+
+def next_generation(stored: int, reported: int) -> int:
+    return max(stored, reported) + 1
+
+
+def document(device_id: str, generation: int, releases: Iterable[Release], now: float) -> DesiredState:
+    return DesiredState(device_id=device_id, generation=generation,
+                        apps=tuple(sorted((r.spec() for r in releases), key=lambda s: s.name)),
+                        issued_at=round(now, 3))
+
+
+class Publisher:
+    def __init__(self, store: Store, send: Send, clock: Callable[[], float] = time.time,
+                 on_sent: Callable[[int], None] = lambda n: None) -> None:
+        self.store = store
+        self._send = send
+        self.clock = clock
+        self.on_sent = on_sent
+        self._sent: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def materialise(self, device_id: str) -> tuple[int, bytes]:
+        """Build and store the device's next document. Call inside the caller's transaction and send
+        the result after it commits."""
+        with self.store.transaction():
+            stored, reported, releases = self.store.desired_inputs(device_id)
+            generation = next_generation(stored, reported)
+            payload = encode(document(device_id, generation, releases, self.clock()))
+            self.store.save_desired(device_id, generation, payload)
+        return generation, payload
+
+    def send(self, items: Iterable[tuple[str, int, bytes]]) -> int:
+        sent = 0
+        with self._lock:
+            for device_id, generation, payload in items:
+                if generation < self._sent.get(device_id, 0):
+                    continue  # a newer document for this device went out already
+                self._sent[device_id] = generation
+                self._send(topics.desired(device_id), payload)
+                sent += 1
+        self.on_sent(sent)
+        return sent
+
+    def flush(self, limit: int = 10_000) -> int:
+        """Materialise and send every device whose assignments changed (or whose report is ahead of
+        its stored generation) since its last document."""
+        total = 0
+        while True:
+            with self.store.transaction():
+                ids = self.store.devices_needing_publish(limit)
+                batch = [(device_id, *self.materialise(device_id)) for device_id in ids]
+            total += self.send(batch) if batch else 0
+            if len(ids) < limit:
+                return total
+
+    def republish_all(self) -> int:
+        """Send every stored document again, byte for byte (same generation: the agent treats it as a
+        harmless re-delivery). Run on each broker (re)connection, so a broker that lost its retained
+        messages gets them back."""
+        return self.send(self.store.desired_payloads())
+

@@ -1,0 +1,550 @@
+"""The fleet's persistent state, and the only module that speaks SQL.
+
+SQLite in WAL mode with synchronous=FULL: a committed rollout step, generation or release survives a
+crash of the controller or of the machine. One connection serves every thread under one re-entrant
+lock; `transaction()` makes a read-decide-write sequence atomic (the rollout engine, the API and the
+ingest writer all go through it), so an operator's pause cannot be lost under a concurrent tick.
+Ingest writes whole batches in one transaction, so thousands of messages cost one fsync.
+
+The seam for PostgreSQL (several controllers on one database) is this class's public methods: they
+speak in the controller's records (controller.model, controller.rollout), never in rows. A
+PostgreSQL store implements the same methods; the SQL here sticks to what both understand (ON
+CONFLICT upserts, RETURNING, CASE) except for the placeholders, `BEGIN IMMEDIATE` (there: SELECT
+... FOR UPDATE on the rollout row) and `json_each` (there: `= ANY(%s)`).
+
+The schema is versioned in `meta.schema_version`; MIGRATIONS[n] moves a database from version n to
+n+1 inside one transaction. A database newer than this code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.errors import StoreError
+from controller.model import Binding, DeviceRecord, Release, ReleasePlatform
+from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState, is_open
+from controller.selector import Kind, Selector
+from protocol.messages import Health, HealthPolicy, ReportedState, Status
+
+MIGRATIONS: tuple[str, ...] = ("""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL,
+    online_since REAL,
+    status_online INTEGER NOT NULL DEFAULT 0,
+    platform TEXT,
+    agent_version TEXT,
+    status_json TEXT,
+    health_json TEXT,
+    health_at REAL,
+    reported_json TEXT,
+    reported_generation INTEGER NOT NULL DEFAULT 0,
+    reported_at REAL,
+    desired_generation INTEGER NOT NULL DEFAULT 0,
+    desired_payload BLOB,
+    needs_publish INTEGER NOT NULL DEFAULT 0,
+    needs_binding INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX devices_needs_publish ON devices(needs_publish) WHERE needs_publish = 1;
+CREATE INDEX devices_needs_binding ON devices(needs_binding) WHERE needs_binding = 1;
+CREATE TABLE device_tags (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (device_id, key));
+CREATE INDEX device_tags_kv ON device_tags(key, value);
+CREATE TABLE device_groups (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, PRIMARY KEY (device_id, name));
+CREATE INDEX device_groups_name ON device_groups(name);
+CREATE TABLE releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL, image TEXT NOT NULL, source TEXT NOT NULL, version TEXT NOT NULL,
+    max_bytes INTEGER, env_json TEXT NOT NULL, health_json TEXT NOT NULL, platforms_json TEXT NOT NULL,
+    created_at REAL NOT NULL);
+CREATE INDEX releases_app ON releases(app, id);
+CREATE TABLE pins (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    app TEXT NOT NULL, release_id INTEGER REFERENCES releases(id), PRIMARY KEY (device_id, app));
+CREATE TABLE assignments (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    app TEXT NOT NULL, release_id INTEGER NOT NULL REFERENCES releases(id), rollout_id INTEGER,
+    assigned_at REAL NOT NULL, PRIMARY KEY (device_id, app));
+CREATE TABLE rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL, release_id INTEGER NOT NULL REFERENCES releases(id), selector TEXT NOT NULL,
+    canary INTEGER NOT NULL, batch TEXT NOT NULL, max_failures TEXT NOT NULL,
+    health_timeout REAL NOT NULL, offline_deadline REAL NOT NULL,
+    state TEXT NOT NULL, reason TEXT, created_at REAL NOT NULL, finished_at REAL,
+    batches_started INTEGER NOT NULL DEFAULT 0, open INTEGER NOT NULL DEFAULT 1);
+CREATE INDEX rollouts_open ON rollouts(open) WHERE open = 1;
+CREATE TABLE rollout_targets (
+    rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL, state TEXT NOT NULL, previous_release_id INTEGER, previous_image TEXT,
+    batch INTEGER, started_at REAL, generation INTEGER, settled_at REAL, reason TEXT,
+    PRIMARY KEY (rollout_id, device_id));
+CREATE TABLE bindings (
+    selector TEXT NOT NULL, app TEXT NOT NULL, release_id INTEGER NOT NULL REFERENCES releases(id),
+    rollout_id INTEGER, bound_at REAL NOT NULL, PRIMARY KEY (selector, app));
+""",)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# A live message is a sign of life: it (re)starts `online_since` when the device was offline or its
+# last sign of life is older than `stale`, and marks it online. Retained deliveries (:seen NULL) are
+# history replayed by the broker, not a sign of life.
+_ALIVE = """
+    online_since = CASE WHEN :seen IS NULL THEN devices.online_since
+                        WHEN devices.status_online = 0 OR devices.last_seen IS NULL
+                             OR :seen - devices.last_seen > :stale THEN :seen
+                        ELSE devices.online_since END,
+    last_seen = COALESCE(:seen, devices.last_seen)"""
+_STATUS_SQL = f"""
+INSERT INTO devices (id, first_seen, last_seen, online_since, status_online, platform, agent_version, status_json)
+VALUES (:id, :now, :seen, :seen, :online, :platform, :agent_version, :json)
+ON CONFLICT(id) DO UPDATE SET {_ALIVE}, status_online = :online,
+    platform = COALESCE(:platform, devices.platform),
+    agent_version = COALESCE(:agent_version, devices.agent_version), status_json = :json"""
+_HEALTH_SQL = f"""
+INSERT INTO devices (id, first_seen, last_seen, online_since, status_online, agent_version, health_json, health_at)
+VALUES (:id, :now, :seen, :seen, :alive, :agent_version, :json, :now)
+ON CONFLICT(id) DO UPDATE SET {_ALIVE},
+    status_online = CASE WHEN :seen IS NULL THEN devices.status_online ELSE 1 END,
+    agent_version = :agent_version, health_json = :json, health_at = :now"""
+_REPORTED_SQL = f"""
+INSERT INTO devices (id, first_seen, last_seen, online_since, status_online, platform, agent_version,
+                     reported_json, reported_generation, reported_at)
+VALUES (:id, :now, :seen, :seen, :alive, :platform, :agent_version, :json, :generation, :now)
+ON CONFLICT(id) DO UPDATE SET {_ALIVE},
+    status_online = CASE WHEN :seen IS NULL THEN devices.status_online ELSE 1 END,
+    platform = COALESCE(:platform, devices.platform),
+    agent_version = COALESCE(:agent_version, devices.agent_version),
+    reported_json = :json, reported_generation = :generation, reported_at = :now,
+    needs_publish = CASE WHEN devices.desired_payload IS NOT NULL AND :generation > devices.desired_generation
+                         THEN 1 ELSE devices.needs_publish END"""
+_DEVICE_COLUMNS = ("id, first_seen, last_seen, online_since, status_online, platform, agent_version, status_json, "
+                   "health_json, health_at, reported_json, reported_at, desired_generation, desired_payload")
+_DEVICE_COLUMNS_LIGHT = _DEVICE_COLUMNS.replace("status_json", "NULL").replace("health_json", "NULL").replace(
+    "desired_payload", "NULL")
+_ROLLOUT_COLUMNS = ("r.id, r.app, r.release_id, rel.image, rel.platforms_json, r.selector, r.canary, r.batch, "
+                    "r.max_failures, r.health_timeout, r.offline_deadline, r.state, r.reason, r.created_at, "
+                    "r.finished_at, r.batches_started")
+_TARGET_COLUMNS = ("device_id, state, previous_release_id, previous_image, batch, started_at, generation, "
+                   "settled_at, reason")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One validated device message, and whether it arrived live (a sign of life) or as retained history."""
+
+    message: Status | Health | ReportedState
+    live: bool
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Atomic and isolated from every other thread of this process; nests (inner blocks join)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        with self.transaction():
+            return self._db.execute(sql, params)
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            version = 0
+            if has_meta:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}, newer than this tinyfleet "
+                                 f"understands ({SCHEMA_VERSION}); upgrade tinyfleet")
+            for script in MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+    def schema_version(self) -> int:
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(row[0]) if row else 0
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value))
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def record(self, batch: Iterable[Incoming], now: float, stale_after: float) -> int:
+        """Write a batch of device messages in arrival order, in one transaction."""
+        count = 0
+        with self.transaction():
+            for item in batch:
+                m = item.message
+                seen = now if item.live else None
+                params: dict[str, Any] = {"id": m.device_id, "now": now, "stale": stale_after,
+                                          "json": json.dumps(m.to_dict(), separators=(",", ":"))}
+                if isinstance(m, Status):
+                    params.update(seen=seen if m.online else None, online=int(m.online), platform=m.platform,
+                                  agent_version=m.agent_version)
+                    self._db.execute(_STATUS_SQL, params)
+                elif isinstance(m, Health):
+                    params.update(seen=seen, alive=int(item.live), agent_version=m.agent_version)
+                    self._db.execute(_HEALTH_SQL, params)
+                else:
+                    params.update(seen=seen, alive=int(item.live), platform=m.platform,
+                                  agent_version=m.agent_version, generation=m.generation)
+                    self._db.execute(_REPORTED_SQL, params)
+                count += 1
+        return count
+
+    # -- devices --------------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        found = self.devices(ids=[device_id])
+        return found[0] if found else None
+
+    def devices(self, selector: Selector | None = None, ids: Sequence[str] | None = None, *,
+                detail: bool = True) -> list[DeviceRecord]:
+        """Devices with their memberships, pins and assignments. Without `detail`, the last status,
+        health and desired documents are left out (the rollout engine reads thousands per pass)."""
+        where, params = self._selection(selector, ids)
+        columns = _DEVICE_COLUMNS if detail else _DEVICE_COLUMNS_LIGHT
+        with self._lock:
+            rows = self._db.execute(f"SELECT {columns} FROM devices d {where} ORDER BY id", params).fetchall()
+            chosen = json.dumps([r[0] for r in rows])
+            extra: dict[str, dict[str, list[Any]]] = {}
+            for table, cols in (("device_tags", "key, value"), ("device_groups", "name"),
+                                ("pins", "app, release_id"), ("assignments", "app, release_id")):
+                extra[table] = {}
+                for row in self._db.execute(f"SELECT device_id, {cols} FROM {table} WHERE device_id IN "
+                                            f"(SELECT value FROM json_each(?)) ORDER BY 1, 2", (chosen,)):
+                    extra[table].setdefault(row[0], []).append(row[1:] if len(row) > 2 else row[1])
+        out = []
+        for r in rows:
+            out.append(DeviceRecord(
+                id=r[0], first_seen=r[1], last_seen=r[2], online_since=r[3], status_online=bool(r[4]),
+                platform=r[5], agent_version=r[6], status=_loads(r[7]), health=_loads(r[8]), health_at=r[9],
+                reported=_loads(r[10]), reported_at=r[11], desired_generation=r[12],
+                desired=json.loads(r[13])["body"] if r[13] else None,
+                tags=tuple(extra["device_tags"].get(r[0], ())), groups=tuple(extra["device_groups"].get(r[0], ())),
+                pins=tuple(extra["pins"].get(r[0], ())), assignments=tuple(extra["assignments"].get(r[0], ()))))
+        return out
+
+    def device_ids(self, selector: Selector | None = None) -> list[str]:
+        where, params = self._selection(selector, None)
+        return [r[0] for r in self._rows(f"SELECT id FROM devices d {where} ORDER BY id", params)]
+
+    @staticmethod
+    def _selection(selector: Selector | None, ids: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+        if ids is not None:
+            return "WHERE d.id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+        if selector is None or selector.kind == Kind.ALL:
+            return "", ()
+        if selector.kind == Kind.DEVICE:
+            return "WHERE d.id IN (SELECT value FROM json_each(?))", (json.dumps(list(selector.values)),)
+        if selector.kind == Kind.GROUP:
+            return "WHERE d.id IN (SELECT device_id FROM device_groups WHERE name = ?)", selector.values
+        return "WHERE d.id IN (SELECT device_id FROM device_tags WHERE key = ? AND value = ?)", selector.values
+
+    def liveness(self) -> list[tuple[bool, float | None]]:
+        return [(bool(a), b) for a, b in self._rows("SELECT status_online, last_seen FROM devices")]
+
+    def fleet_platforms(self) -> dict[str, int]:
+        rows = self._rows("SELECT platform, COUNT(*) FROM devices WHERE platform IS NOT NULL GROUP BY platform")
+        return {platform: count for platform, count in rows}
+
+    def groups(self) -> list[tuple[str, int]]:
+        return [(n, c) for n, c in self._rows("SELECT name, COUNT(*) FROM device_groups GROUP BY name ORDER BY name")]
+
+    def _touch_membership(self, device_id: str) -> None:
+        self._db.execute("UPDATE devices SET needs_binding = 1 WHERE id = ?", (device_id,))
+
+    def set_tag(self, device_id: str, key: str, value: str) -> None:
+        with self.transaction():
+            self._db.execute("INSERT INTO device_tags (device_id, key, value) VALUES (?, ?, ?) "
+                             "ON CONFLICT(device_id, key) DO UPDATE SET value = excluded.value",
+                             (device_id, key, value))
+            self._touch_membership(device_id)
+
+    def remove_tag(self, device_id: str, key: str) -> bool:
+        with self.transaction():
+            return self._db.execute("DELETE FROM device_tags WHERE device_id = ? AND key = ?",
+                                    (device_id, key)).rowcount > 0
+
+    def add_to_group(self, device_id: str, group: str) -> None:
+        with self.transaction():
+            self._db.execute("INSERT INTO device_groups (device_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                             (device_id, group))
+            self._touch_membership(device_id)
+
+    def remove_from_group(self, device_id: str, group: str) -> bool:
+        with self.transaction():
+            return self._db.execute("DELETE FROM device_groups WHERE device_id = ? AND name = ?",
+                                    (device_id, group)).rowcount > 0
+
+    def set_pin(self, device_id: str, app: str, release_id: int | None) -> None:
+        self._write("INSERT INTO pins (device_id, app, release_id) VALUES (?, ?, ?) "
+                    "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id",
+                    (device_id, app, release_id))
+
+    def remove_pin(self, device_id: str, app: str) -> bool:
+        with self.transaction():
+            removed = self._db.execute("DELETE FROM pins WHERE device_id = ? AND app = ?",
+                                       (device_id, app)).rowcount > 0
+            if removed:  # unpinned: it should follow its groups again
+                self._touch_membership(device_id)
+            return removed
+
+    def devices_needing_binding(self, limit: int = 1000) -> list[str]:
+        return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_binding = 1 ORDER BY id LIMIT ?",
+                                         (limit,))]
+
+    def clear_needs_binding(self, device_ids: Sequence[str]) -> None:
+        self._write("UPDATE devices SET needs_binding = 0 WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(device_ids)),))
+
+    # -- assignments and desired states ---------------------------------------------------------
+
+    def assign(self, device_id: str, app: str, release_id: int | None, rollout_id: int | None, now: float) -> bool:
+        """Point one app of a device at a release (None: take the app off). True when it changed."""
+        with self.transaction():
+            row = self._db.execute("SELECT release_id FROM assignments WHERE device_id = ? AND app = ?",
+                                   (device_id, app)).fetchone()
+            current = row[0] if row else None
+            if current == release_id:
+                return False
+            if release_id is None:
+                self._db.execute("DELETE FROM assignments WHERE device_id = ? AND app = ?", (device_id, app))
+            else:
+                self._db.execute("INSERT INTO assignments (device_id, app, release_id, rollout_id, assigned_at) "
+                                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, app) DO UPDATE SET "
+                                 "release_id = excluded.release_id, rollout_id = excluded.rollout_id, "
+                                 "assigned_at = excluded.assigned_at", (device_id, app, release_id, rollout_id, now))
+            self._db.execute("UPDATE devices SET needs_publish = 1 WHERE id = ?", (device_id,))
+            return True
+
+    def desired_inputs(self, device_id: str) -> tuple[int, int, list[Release]]:
+        """(stored desired generation, reported generation, the releases assigned to the device)."""
+        with self._lock:
+            row = self._db.execute("SELECT desired_generation, reported_generation FROM devices WHERE id = ?",
+                                   (device_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"device {device_id} is not in the store")
+            ids = [r[0] for r in self._db.execute("SELECT release_id FROM assignments WHERE device_id = ? "
+                                                  "ORDER BY app", (device_id,))]
+        return row[0], row[1], [self.release(i) for i in ids]  # type: ignore[misc]
+
+    def save_desired(self, device_id: str, generation: int, payload: bytes) -> None:
+        """Record the desired document just built; the generation must grow, or nothing is written."""
+        cur = self._write("UPDATE devices SET desired_generation = ?, desired_payload = ?, needs_publish = 0 "
+                          "WHERE id = ? AND desired_generation < ?", (generation, payload, device_id, generation))
+        if cur.rowcount != 1:
+            raise StoreError(f"desired generation {generation} for {device_id} is not above the stored one")
+
+    def devices_needing_publish(self, limit: int = 10_000) -> list[str]:
+        return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_publish = 1 ORDER BY id LIMIT ?",
+                                         (limit,))]
+
+    def desired_payloads(self) -> list[tuple[str, int, bytes]]:
+        """(device id, generation, the exact bytes last sent) for every device that has a document."""
+        return [(i, g, bytes(p)) for i, g, p in self._rows("SELECT id, desired_generation, desired_payload FROM "
+                                                           "devices WHERE desired_payload IS NOT NULL ORDER BY id")]
+
+    # -- releases -------------------------------------------------------------------------------
+
+    def add_release(self, release: Release) -> Release:
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO releases (app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", _release_row(release))
+            new_id = cur.fetchone()[0]
+        return self.release(new_id)  # type: ignore[return-value]
+
+    def release(self, release_id: int) -> Release | None:
+        row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE id = ?", (release_id,))
+        return _release(row) if row else None
+
+    def releases(self, app: str | None = None, limit: int = 100) -> list[Release]:
+        rows = self._rows(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE ? IS NULL OR app = ? "
+                          "ORDER BY id DESC LIMIT ?", (app, app, limit))
+        return [_release(r) for r in rows]
+
+    def release_by_version(self, app: str, version: str) -> Release | None:
+        row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE app = ? AND version = ? "
+                        "ORDER BY id DESC LIMIT 1", (app, version))
+        return _release(row) if row else None
+
+    def same_release(self, candidate: Release) -> Release | None:
+        """An existing release with exactly this app, image and spec (creating it again returns it)."""
+        _, image, _, _, max_bytes, env, health, _, _ = _release_row(candidate)
+        row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE app = ? AND image = ? AND max_bytes IS ? "
+                        "AND env_json = ? AND health_json = ? ORDER BY id DESC LIMIT 1",
+                        (candidate.app, image, max_bytes, env, health))
+        return _release(row) if row else None
+
+    # -- rollouts -------------------------------------------------------------------------------
+
+    def create_rollout(self, r: Rollout) -> Rollout:
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO rollouts (app, release_id, selector, canary, batch, max_failures, health_timeout, "
+                "offline_deadline, state, reason, created_at, finished_at, batches_started, open) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (r.app, r.release_id, r.selector, r.canary, str(r.batch), str(r.max_failures), r.health_timeout,
+                 r.offline_deadline, r.state.value, r.reason, r.created_at, r.finished_at, r.batches_started,
+                 int(is_open(r))))
+            rollout_id = cur.fetchone()[0]
+            self._save_targets(rollout_id, r.targets)
+        return self.rollout(rollout_id)  # type: ignore[return-value]
+
+    def save_rollout(self, r: Rollout, changed: Iterable[Target]) -> None:
+        with self.transaction():
+            self._db.execute("UPDATE rollouts SET state = ?, reason = ?, finished_at = ?, batches_started = ?, "
+                             "open = ? WHERE id = ?", (r.state.value, r.reason, r.finished_at, r.batches_started,
+                                                       int(is_open(r)), r.id))
+            self._save_targets(r.id, changed)
+
+    def _save_targets(self, rollout_id: int, targets: Iterable[Target]) -> None:
+        self._db.executemany(
+            f"INSERT INTO rollout_targets (rollout_id, {_TARGET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(rollout_id, device_id) DO UPDATE SET state = excluded.state, "
+            "previous_release_id = excluded.previous_release_id, previous_image = excluded.previous_image, "
+            "batch = excluded.batch, started_at = excluded.started_at, generation = excluded.generation, "
+            "settled_at = excluded.settled_at, reason = excluded.reason",
+            [(rollout_id, t.device_id, t.state.value, t.previous_release_id, t.previous_image, t.batch, t.started_at,
+              t.generation, t.settled_at, t.reason) for t in targets])
+
+    def rollout(self, rollout_id: int) -> Rollout | None:
+        found = self._rollouts("WHERE r.id = ?", (rollout_id,))
+        return found[0] if found else None
+
+    def rollouts(self, app: str | None = None, limit: int = 20) -> list[Rollout]:
+        return self._rollouts("WHERE ? IS NULL OR r.app = ? ORDER BY r.id DESC LIMIT ?", (app, app, limit))
+
+    def open_rollout_ids(self) -> list[int]:
+        return [r[0] for r in self._rows("SELECT id FROM rollouts WHERE open = 1 ORDER BY id")]
+
+    def active_rollout(self, app: str) -> int | None:
+        row = self._one("SELECT id FROM rollouts WHERE app = ? AND state IN (?, ?) ORDER BY id LIMIT 1",
+                        (app, RolloutState.RUNNING.value, RolloutState.PAUSED.value))
+        return row[0] if row else None
+
+    def rollout_states(self) -> dict[str, int]:
+        return {state: count for state, count in self._rows("SELECT state, COUNT(*) FROM rollouts GROUP BY state")}
+
+    def _rollouts(self, where: str, params: tuple[Any, ...]) -> list[Rollout]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts r JOIN releases rel "
+                                    f"ON rel.id = r.release_id {where}", params).fetchall()
+            out = []
+            for row in rows:
+                targets = tuple(
+                    Target(device_id=t[0], state=TargetState(t[1]), previous_release_id=t[2], previous_image=t[3],
+                           batch=t[4], started_at=t[5], generation=t[6], settled_at=t[7], reason=t[8])
+                    for t in self._db.execute(f"SELECT {_TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ? "
+                                              "ORDER BY device_id", (row[0],)))
+                out.append(Rollout(
+                    id=row[0], app=row[1], release_id=row[2], image=row[3],
+                    platforms=tuple(p["platform"] for p in json.loads(row[4])), selector=row[5], canary=row[6],
+                    batch=Amount.parse(row[7], "batch"), max_failures=Amount.parse(row[8], "max failures"),
+                    health_timeout=row[9], offline_deadline=row[10], state=RolloutState(row[11]), reason=row[12],
+                    created_at=row[13], finished_at=row[14], batches_started=row[15], targets=targets))
+        return out
+
+    # -- bindings -------------------------------------------------------------------------------
+
+    def bind(self, b: Binding) -> None:
+        self._write("INSERT INTO bindings (selector, app, release_id, rollout_id, bound_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(selector, app) DO UPDATE SET release_id = excluded.release_id, "
+                    "rollout_id = excluded.rollout_id, bound_at = excluded.bound_at",
+                    (b.selector, b.app, b.release_id, b.rollout_id, b.bound_at))
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(*r) for r in self._rows("SELECT selector, app, release_id, rollout_id, bound_at "
+                                                "FROM bindings ORDER BY bound_at DESC")]
+
+
+_RELEASE_COLUMNS = ("id, app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
+                    "created_at")
+
+
+def _release_row(r: Release) -> tuple[Any, ...]:
+    return (r.app, r.image, r.source, r.version, r.max_bytes, json.dumps(dict(r.env), sort_keys=True),
+            json.dumps(r.health.to_dict() if r.health else None, sort_keys=True),
+            json.dumps([{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
+                        for p in r.platforms]), r.created_at)
+
+
+def _release(row: tuple[Any, ...]) -> Release:
+    health = json.loads(row[7])
+    return Release(id=row[0], app=row[1], image=row[2], source=row[3], version=row[4], max_bytes=row[5],
+                   env=tuple(sorted(json.loads(row[6]).items())),
+                   health=HealthPolicy(health["settle_seconds"], health["deadline_seconds"]) if health else None,
+                   platforms=tuple(ReleasePlatform(p["platform"], p["digest"], p["compressed_size"])
+                                   for p in json.loads(row[8])),
+                   created_at=row[9])
+
+
+def _loads(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None

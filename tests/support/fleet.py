@@ -1,0 +1,122 @@
+"""Helpers for controller integration tests: demo images in the real registry, the controller in-process
+or as the real `tinyfleet controller` command, and emulated devices that clean up after themselves."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.client import ApiClient, ControllerUnreachable
+from controller.sandbox.process import ManagedProcess, free_port
+from controller.service import Controller, ControllerConfig
+from oci import pack
+from oci.platform import Platform
+from oci.reference import ImageReference
+from oci.registry import RegistryClient
+from tests.support.emulated_device import EmulatedDevice
+from tests.support.wait import eventually
+
+HEARTBEAT = 0.5  # emulated devices beat this often; controllers under test expect 1 s (offline after 3 s)
+
+
+def push_demo_image(registry_host: str, repo: str, tag: str, binaries: dict[Platform, Path], *,
+                    version: str, broken: bool = False, platforms: tuple[str, ...] | None = None) -> str:
+    """Pack the demo app (TINYHELLO_VERSION=version; failing its health check when broken) and push it.
+    Returns the tag reference."""
+    chosen = {p: path for p, path in binaries.items() if platforms is None or str(p) in platforms}
+    env = [("TINYHELLO_VERSION", version), ("TINYHELLO_INTERVAL", "1")]
+    if broken:
+        env.append(("TINYHELLO_HEALTH", "fail"))
+    ref = ImageReference.parse(f"{registry_host}/{repo}:{tag}")
+    packed = pack.build(pack.PackSpec(binaries=chosen, env=tuple(env), healthcheck="/app health",
+                                      health_interval_s=1.0))
+    pack.push(RegistryClient(), ref, packed)
+    return str(ref)
+
+
+def controller_config(db: Path, broker_url: str, **overrides: object) -> ControllerConfig:
+    settings: dict[str, object] = {"db": db, "broker": broker_url, "listen": "127.0.0.1:0",
+                                   "heartbeat_interval": 1.0, "tick_interval": 0.2}
+    settings.update(overrides)
+    return ControllerConfig(**settings)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def running_controller(db: Path, broker_url: str, **overrides: object) -> Iterator[Controller]:
+    controller = Controller(controller_config(db, broker_url, **overrides)).start()
+    try:
+        assert controller.wait_connected(10), "the controller did not connect to the broker"
+        yield controller
+    finally:
+        controller.stop()
+
+
+def client_of(controller: Controller) -> ApiClient:
+    return ApiClient(controller.url, controller.token)
+
+
+@dataclass
+class ControllerProcess:
+    """`tinyfleet controller` as an operator runs it, in a subprocess that a test can kill -9."""
+
+    root: Path
+    broker_url: str
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        self.db = self.root / "controller.db"
+        self.token_file = self.root / "api-token"
+        exe = Path(sys.executable).parent / "tinyfleet"
+        self.proc = ManagedProcess("tinyfleet-controller", [
+            str(exe), "controller", "--broker", self.broker_url, "--db", str(self.db),
+            "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", "1", "--tick", "0.2",
+            "--log-format", "json"], self.root / "controller.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ControllerProcess:
+        self.proc.start()
+
+        def answering() -> bool:
+            self.proc.check_alive()
+            if not self.token_file.exists():
+                return False
+            try:
+                self.client().devices()
+            except ControllerUnreachable:
+                return False
+            return True
+
+        eventually(answering, timeout=20, interval=0.1, what="tinyfleet controller answering")
+        return self
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=30)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.log.read_text(errors="replace") if self.proc.log.exists() else ""
+
+
+@contextlib.contextmanager
+def emulated_fleet(broker_port: int, prefix: str, platforms: list[str]) -> Iterator[list[EmulatedDevice]]:
+    """Emulated devices named PREFIX-0, PREFIX-1, ... that leave nothing retained behind."""
+    devices: list[EmulatedDevice] = []
+    try:
+        for i, platform in enumerate(platforms):
+            devices.append(EmulatedDevice(broker_port, f"{prefix}-{i}", platform=platform, heartbeat=HEARTBEAT).start())
+        yield devices
+    finally:
+        for device in devices:
+            device.stop()

@@ -1,0 +1,216 @@
+"""The engine on a real store with a recording broker: operator commands, a rollout driven by reports,
+late joiners, pins. (The state machine's own rules are in test_rollout.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.engine import Engine
+from controller.errors import Conflict, InvalidRequest, NotFound
+from controller.fleet import Fleet
+from controller.publisher import Publisher
+from controller.releases import Releases
+from controller.rollout import RolloutState, TargetState
+from controller.store import Incoming, Store
+from oci.registry import RegistryClient
+from protocol import topics
+from protocol.codec import decode
+from protocol.messages import DesiredState
+from tests.unit.controller.records import health, release, reported, running, seen
+from tests.unit.controller.test_publisher import Broker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    def __init__(self, path: Path) -> None:
+        self.clock = Clock()
+        self.store = Store(path)
+        self.broker = Broker()
+        self.publisher = Publisher(self.store, self.broker, self.clock)
+        self.fleet = Fleet(self.store, offline_after=3, clock=self.clock)
+        self.releases = Releases(self.store, RegistryClient(), self.clock)
+        self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock)
+
+    def online(self, *devices: str) -> None:
+        seen(self.store, *devices, at=self.clock.now)
+
+    def docs(self, device: str) -> list[DesiredState]:
+        return [decode(p, DesiredState) for t, p in self.broker.sent if t == topics.desired(device)]  # type: ignore[misc]
+
+    def converge(self, device: str) -> None:
+        """The device runs whatever its newest document says, healthy."""
+        doc = self.docs(device)[-1]
+        apps = [running(a.name, a.image) for a in doc.apps]
+        self.store.record([Incoming(reported(device, doc.generation, *apps), live=True)], now=self.clock.now,
+                          stale_after=3)
+
+    def heartbeat(self, *devices: str) -> None:
+        self.store.record([Incoming(health(d), live=True) for d in devices], now=self.clock.now, stale_after=3)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "f.db")
+
+
+def test_a_staged_rollout_walks_canary_then_batches_as_devices_converge(world: World) -> None:
+    world.online("a", "b", "c")
+    for d in "abc":
+        world.store.add_to_group(d, "g")
+    r1 = world.store.add_release(release(1))
+    r = world.engine.start_rollout("hello", r1.id, "group:g", canary=1, batch=2)
+    assert [t.state for t in r.targets] == [TargetState.PENDING] * 3
+    world.engine.tick()
+    assert [len(world.docs(d)) for d in "abc"] == [1, 0, 0]
+    world.engine.tick()  # the canary has not converged: nothing more
+    assert [len(world.docs(d)) for d in "abc"] == [1, 0, 0]
+    world.converge("a")
+    world.engine.tick()
+    assert [len(world.docs(d)) for d in "abc"] == [1, 1, 1]
+    step = world.engine.get(r.id)
+    assert {t.device_id: (t.batch, t.generation) for t in step.targets} == {"a": (0, 1), "b": (1, 1), "c": (1, 1)}
+    world.converge("b")
+    world.converge("c")
+    world.engine.tick()
+    done = world.engine.get(r.id)
+    assert done.state == RolloutState.COMPLETED and done.counts()["converged"] == 3
+    assert [(b.selector, b.release_id) for b in world.store.bindings()] == [("group:g", r1.id)]
+
+
+def test_a_late_joiner_gets_the_release_its_group_stands_for(world: World) -> None:
+    world.online("a")
+    world.store.add_to_group("a", "g")
+    r1 = world.store.add_release(release(1))
+    world.engine.start_rollout("hello", r1.id, "group:g")
+    world.engine.tick()
+    world.converge("a")
+    world.engine.tick()
+    world.online("late")
+    world.engine.tick()
+    assert world.docs("late") == []  # not in the group yet
+    world.fleet.join("late", "g")
+    world.engine.tick()
+    [doc] = world.docs("late")
+    assert doc.apps[0].image == r1.image
+
+
+def test_a_device_joining_during_a_rollout_becomes_one_of_its_targets(world: World) -> None:
+    world.online("a", "b")
+    world.store.add_to_group("a", "g")
+    world.store.add_release(release(1))
+    r = world.engine.start_rollout("hello", "1.0", "group:g")
+    world.engine.tick()
+    world.fleet.join("b", "g")
+    world.engine.tick()
+    assert {t.device_id: t.state for t in world.engine.get(r.id).targets} == {"a": TargetState.UPDATING,
+                                                                              "b": TargetState.PENDING}
+    world.converge("a")
+    world.engine.tick()
+    world.converge("b")
+    world.engine.tick()
+    assert world.engine.get(r.id).state == RolloutState.COMPLETED
+
+
+def test_abort_puts_devices_back_on_their_previous_release(world: World) -> None:
+    world.online("a", "b")
+    r1, r2 = world.store.add_release(release(1)), world.store.add_release(release(2))
+    first = world.engine.start_rollout("hello", r1.id, "all", canary=0, batch="100%")
+    world.engine.tick()
+    world.converge("a")
+    world.converge("b")
+    world.engine.tick()
+    assert world.engine.get(first.id).state == RolloutState.COMPLETED
+    second = world.engine.start_rollout("hello", r2.id, "all", canary=0, batch="100%")
+    world.engine.tick()
+    world.converge("a")
+    aborted = world.engine.abort(second.id)
+    assert aborted.state == RolloutState.ABORTED
+    assert [d.apps[0].image for d in world.docs("a")] == [r1.image, r2.image, r1.image]
+    assert [d.generation for d in world.docs("a")] == [1, 2, 3]
+    world.converge("a")
+    world.converge("b")
+    world.engine.tick()
+    final = world.engine.get(second.id)
+    assert {t.state for t in final.targets} == {TargetState.REVERTED}
+    assert world.store.open_rollout_ids() == []
+
+
+def test_pinned_devices_are_skipped_and_a_pin_to_a_release_moves_the_device(world: World) -> None:
+    world.online("a", "b")
+    r1, r2 = world.store.add_release(release(1)), world.store.add_release(release(2))
+    world.fleet.pin("a", "hello", r1.id)
+    world.engine.tick()
+    assert [d.apps[0].image for d in world.docs("a")] == [r1.image]
+    r = world.engine.start_rollout("hello", r2.id, "all", canary=0, batch="100%")
+    assert {t.device_id: t.state for t in r.targets} == {"a": TargetState.SKIPPED, "b": TargetState.PENDING}
+    world.engine.tick()
+    assert len(world.docs("a")) == 1
+
+
+def test_an_offline_device_stays_pending_then_fails_at_the_deadline(world: World) -> None:
+    world.online("a", "b")
+    r1 = world.store.add_release(release(1))
+    r = world.engine.start_rollout("hello", r1.id, "all", canary=0, batch="100%", max_failures=1,
+                                   offline_deadline=60)
+    world.engine.tick()
+    world.clock.now += 10  # b went silent; a keeps beating and converges
+    world.heartbeat("a")
+    world.converge("a")
+    world.engine.tick()
+    mid = {t.device_id: t.state for t in world.engine.get(r.id).targets}
+    assert mid == {"a": TargetState.CONVERGED, "b": TargetState.UPDATING}
+    assert world.engine.get(r.id).state == RolloutState.RUNNING
+    world.clock.now += 55
+    world.engine.tick()
+    end = world.engine.get(r.id)
+    assert end.state == RolloutState.COMPLETED
+    assert {t.device_id: t.state for t in end.targets} == {"a": TargetState.CONVERGED, "b": TargetState.FAILED}
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"release": 99}, NotFound, "no release '99'"),
+    ({"release": "9.9"}, NotFound, "no release '9.9'"),
+    ({"app": "other"}, NotFound, "app 'other' has no release"),
+    ({"app": "Bad_Name"}, InvalidRequest, "app name"),
+    ({"selector": "everything"}, InvalidRequest, "selector"),
+    ({"canary": -1}, InvalidRequest, "canary"),
+    ({"canary": True}, InvalidRequest, "canary"),
+    ({"batch": "0"}, InvalidRequest, "batch must be at least"),
+    ({"batch": "150%"}, InvalidRequest, "over 100%"),
+    ({"max_failures": "x"}, InvalidRequest, "max failures"),
+    ({"health_timeout": 0}, InvalidRequest, "health timeout"),
+    ({"offline_deadline": "soon"}, InvalidRequest, "offline deadline"),
+])
+def test_bad_rollout_requests_are_refused(world: World, kwargs: dict, error: type, message: str) -> None:  # type: ignore[type-arg]
+    world.store.add_release(release(1))
+    args = {"app": "hello", "release": "1.0", "selector": "all", **kwargs}
+    with pytest.raises(error, match=message):
+        world.engine.start_rollout(args.pop("app"), args.pop("release"), args.pop("selector"), **args)
+
+
+def test_one_active_rollout_per_app_and_state_changes_must_make_sense(world: World) -> None:
+    world.online("a")
+    world.store.add_release(release(1))
+    r = world.engine.start_rollout("hello", "1.0", "all")
+    with pytest.raises(Conflict, match="still running"):
+        world.engine.start_rollout("hello", "1.0", "all")
+    with pytest.raises(Conflict, match="not paused"):
+        world.engine.resume(r.id)
+    assert world.engine.pause(r.id).state == RolloutState.PAUSED
+    with pytest.raises(Conflict, match="not running"):
+        world.engine.pause(r.id)
+    assert world.engine.resume(r.id).state == RolloutState.RUNNING
+    world.engine.abort(r.id)
+    with pytest.raises(Conflict, match="already aborted"):
+        world.engine.abort(r.id)
+    with pytest.raises(NotFound):
+        world.engine.pause(12345)

@@ -1,0 +1,105 @@
+"""Desired states: what goes in a document, and the generation rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.publisher import Publisher, next_generation
+from controller.store import Incoming, Store
+from protocol import topics
+from protocol.codec import decode
+from protocol.messages import DesiredState
+from tests.unit.controller.records import release, reported, seen
+
+
+class Broker:
+    """Collects what would have been published."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.sent.append((topic, payload))
+
+    def documents(self) -> list[DesiredState]:
+        return [decode(p, DesiredState) for _, p in self.sent]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("stored,reported_gen,expected", [
+    (0, 0, 1),   # first document
+    (4, 4, 5),   # the usual case: one above
+    (4, 2, 5),   # the device lags behind: still above the stored one
+    (4, 9, 10),  # the device accepted more than the store knows (restored backup): above the device
+])
+def test_next_generation(stored: int, reported_gen: int, expected: int) -> None:
+    assert next_generation(stored, reported_gen) == expected
+
+
+def fleet(path: Path) -> tuple[Store, Broker, Publisher]:
+    store = Store(path)
+    broker = Broker()
+    return store, broker, Publisher(store, broker, clock=lambda: 1000.0)
+
+
+def test_a_document_carries_every_assigned_app_in_name_order(tmp_path: Path) -> None:
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "pi-1")
+    zeta, alpha = store.add_release(release(1, app="zeta")), store.add_release(release(2, app="alpha"))
+    store.assign("pi-1", "zeta", zeta.id, None, 1)
+    store.assign("pi-1", "alpha", alpha.id, None, 1)
+    assert pub.flush() == 1
+    [(topic, _)] = broker.sent
+    [doc] = broker.documents()
+    assert topic == topics.desired("pi-1")
+    assert [a.name for a in doc.apps] == ["alpha", "zeta"]
+    assert doc.apps[0] == alpha.spec() and doc.generation == 1 and doc.issued_at == 1000.0
+    assert pub.flush() == 0  # nothing changed since
+
+
+def test_generations_keep_growing_across_a_restart(tmp_path: Path) -> None:
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "pi-1")
+    r1, r2 = store.add_release(release(1)), store.add_release(release(2))
+    store.assign("pi-1", "hello", r1.id, None, 1)
+    pub.flush()
+    store.close()
+    store, broker, pub = fleet(tmp_path / "f.db")  # a new controller process
+    store.assign("pi-1", "hello", r2.id, None, 2)
+    pub.flush()
+    assert [d.generation for d in broker.documents()] == [2]
+
+
+def test_a_device_that_reports_a_higher_generation_gets_one_above_it(tmp_path: Path) -> None:
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "pi-1")
+    r1 = store.add_release(release(1))
+    store.assign("pi-1", "hello", r1.id, None, 1)
+    pub.flush()
+    store.record([Incoming(reported("pi-1", 41, rejected=1), live=True)], now=5, stale_after=3)
+    assert pub.flush() == 1
+    assert [d.generation for d in broker.documents()] == [1, 42]
+    assert broker.documents()[1].apps == broker.documents()[0].apps
+
+
+def test_an_older_document_is_never_sent_after_a_newer_one(tmp_path: Path) -> None:
+    _, broker, pub = fleet(tmp_path / "f.db")
+    pub.send([("pi-1", 3, b"three")])
+    pub.send([("pi-1", 2, b"two"), ("pi-2", 1, b"one")])
+    pub.send([("pi-1", 3, b"three")])  # the same one again is fine (a re-delivery)
+    assert broker.sent == [(topics.desired("pi-1"), b"three"), (topics.desired("pi-2"), b"one"),
+                           (topics.desired("pi-1"), b"three")]
+
+
+def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "a", "b")
+    r1 = store.add_release(release(1))
+    for d in ("a", "b"):
+        store.assign(d, "hello", r1.id, None, 1)
+    pub.flush()
+    first = list(broker.sent)
+    broker.sent.clear()
+    assert pub.republish_all() == 2
+    assert broker.sent == first

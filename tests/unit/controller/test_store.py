@@ -1,0 +1,198 @@
+"""The store against real SQLite files: schema versions, liveness bookkeeping, generations, rollouts."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from controller.errors import StoreError
+from controller.model import Binding
+from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
+from controller.selector import Selector
+from controller.store import SCHEMA_VERSION, Incoming, Store
+from protocol.messages import AppSpec, HealthPolicy
+from tests.unit.controller.records import health, release, reported, running, seen, status
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "fleet.db")
+
+
+def test_a_new_database_gets_the_current_schema_and_keeps_it_on_reopen(tmp_path: Path) -> None:
+    s = Store(tmp_path / "f.db")
+    assert s.schema_version() == SCHEMA_VERSION
+    seen(s, "pi-1")
+    s.close()
+    again = Store(tmp_path / "f.db")
+    assert again.schema_version() == SCHEMA_VERSION
+    assert again.device_ids() == ["pi-1"]
+
+
+def test_a_database_from_a_newer_tinyfleet_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "f.db").close()
+    with sqlite3.connect(tmp_path / "f.db") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this tinyfleet"):
+        Store(tmp_path / "f.db")
+
+
+def test_the_database_runs_in_wal_mode(store: Store) -> None:
+    assert store._one("PRAGMA journal_mode")[0] == "wal"  # type: ignore[index]
+
+
+# -- liveness -----------------------------------------------------------------------------------------
+
+def test_a_device_appears_with_its_first_message(store: Store) -> None:
+    store.record([Incoming(health("pi-1"), live=True)], now=10, stale_after=3)
+    d = store.device("pi-1")
+    assert d is not None and d.first_seen == 10 and d.last_seen == 10 and d.online_since == 10 and d.status_online
+    assert d.health and d.health["cpu_temp_c"] == 48.5
+
+
+def test_retained_history_is_not_a_sign_of_life(store: Store) -> None:
+    store.record([Incoming(status("pi-1"), live=False), Incoming(reported("pi-1", 3), live=False)], now=10,
+                 stale_after=3)
+    d = store.device("pi-1")
+    assert d is not None and d.status_online and d.last_seen is None and d.online_since is None
+    assert d.reported_generation == 3 and d.platform == "linux/arm64"
+
+
+def test_online_since_restarts_only_after_an_absence(store: Store) -> None:
+    seen(store, "pi-1", at=10)
+    store.record([Incoming(health("pi-1"), live=True)], now=12, stale_after=3)
+    assert store.device("pi-1").online_since == 10  # type: ignore[union-attr]
+    store.record([Incoming(health("pi-1"), live=True)], now=20, stale_after=3)  # 8 s of silence
+    assert store.device("pi-1").online_since == 20  # type: ignore[union-attr]
+    store.record([Incoming(status("pi-1", online=False), live=True)], now=21, stale_after=3)  # its last will
+    d = store.device("pi-1")
+    assert d is not None and not d.status_online and d.last_seen == 20
+    seen(store, "pi-1", at=22)
+    assert store.device("pi-1").online_since == 22  # type: ignore[union-attr]
+
+
+# -- memberships and selection ------------------------------------------------------------------------
+
+def test_selection_by_group_tag_and_id(store: Store) -> None:
+    seen(store, "a", "b", "c")
+    store.add_to_group("a", "kitchen")
+    store.add_to_group("b", "kitchen")
+    store.set_tag("b", "site", "berlin")
+    store.set_tag("c", "site", "paris")
+    assert store.device_ids(Selector.parse("group:kitchen")) == ["a", "b"]
+    assert store.device_ids(Selector.parse("tag:site=berlin")) == ["b"]
+    assert store.device_ids(Selector.parse("device:c,zz")) == ["c"]
+    assert store.device_ids(Selector.parse("all")) == ["a", "b", "c"]
+    assert store.groups() == [("kitchen", 2)]
+    b = store.device("b")
+    assert b is not None and b.groups == ("kitchen",) and b.tags == (("site", "berlin"),)
+
+
+def test_joining_a_group_or_tagging_asks_for_a_binding_pass(store: Store) -> None:
+    seen(store, "a")
+    assert store.devices_needing_binding() == ["a"]  # new devices too
+    store.clear_needs_binding(["a"])
+    assert store.devices_needing_binding() == []
+    store.add_to_group("a", "g")
+    assert store.devices_needing_binding() == ["a"]
+
+
+# -- assignments and generations ----------------------------------------------------------------------
+
+def test_assignments_report_whether_they_changed_and_flag_the_device_for_publishing(store: Store) -> None:
+    seen(store, "a")
+    r1 = store.add_release(release(1))
+    assert store.assign("a", "hello", r1.id, None, 1.0) is True
+    assert store.assign("a", "hello", r1.id, None, 2.0) is False
+    assert store.devices_needing_publish() == ["a"]
+    assert store.desired_inputs("a") == (0, 0, [r1])
+    store.save_desired("a", 1, b"doc")
+    assert store.devices_needing_publish() == []
+    assert store.assign("a", "hello", None, None, 3.0) is True
+    assert store.desired_inputs("a")[2] == []
+
+
+def test_a_generation_never_goes_back(store: Store) -> None:
+    seen(store, "a")
+    store.save_desired("a", 5, b"five")
+    with pytest.raises(StoreError, match="not above"):
+        store.save_desired("a", 5, b"again")
+    assert store.desired_payloads() == [("a", 5, b"five")]
+
+
+def test_a_report_ahead_of_the_stored_generation_asks_for_a_new_document(store: Store) -> None:
+    seen(store, "a")
+    store.save_desired("a", 2, b"two")
+    store.record([Incoming(reported("a", 2), live=True)], now=101, stale_after=3)
+    assert store.devices_needing_publish() == []
+    store.record([Incoming(reported("a", 7), live=True)], now=102, stale_after=3)
+    assert store.devices_needing_publish() == ["a"]
+
+
+# -- releases, rollouts, bindings ---------------------------------------------------------------------
+
+def test_releases_round_trip_and_the_same_release_is_found(store: Store) -> None:
+    r1 = store.add_release(release(1))
+    r2 = store.add_release(release(2))
+    assert store.release(r1.id) == r1 and r1.id != r2.id
+    assert [r.id for r in store.releases()] == [r2.id, r1.id]
+    assert store.release_by_version("hello", "2.0") == r2
+    assert store.same_release(release(1)) == r1
+    assert store.same_release(release(3)) is None
+    assert store.release(999) is None
+
+
+def test_rollouts_round_trip_with_their_targets(store: Store) -> None:
+    rel = store.add_release(release(1))
+    r = Rollout(id=0, app="hello", release_id=rel.id, image=rel.image, platforms=(), selector="group:g", canary=2,
+                batch=Amount(30, True), max_failures=Amount(1), health_timeout=60, offline_deadline=120,
+                created_at=5, targets=(Target("a"), Target("b", TargetState.SKIPPED, reason="pinned")))
+    created = store.create_rollout(r)
+    assert created.id > 0 and created.image == rel.image
+    assert created.platforms == ("linux/arm64", "linux/arm/v7")
+    assert (created.batch, created.max_failures, created.canary) == (Amount(30, True), Amount(1), 2)
+    assert store.open_rollout_ids() == [created.id] and store.active_rollout("hello") == created.id
+    moved = Target("a", TargetState.UPDATING, batch=0, started_at=6, generation=3)
+    done = Rollout(**{**created.__dict__, "state": RolloutState.COMPLETED, "batches_started": 1,
+                      "targets": (moved, created.targets[1])})
+    store.save_rollout(done, [moved])
+    again = store.rollout(created.id)
+    assert again is not None and again.targets == (moved, created.targets[1]) and again.state == RolloutState.COMPLETED
+    assert store.open_rollout_ids() == [] and store.active_rollout("hello") is None
+    assert store.rollout_states() == {"completed": 1}
+
+
+def test_bindings_are_listed_newest_first_and_rebinding_replaces(store: Store) -> None:
+    r1, r2 = store.add_release(release(1)), store.add_release(release(2))
+    store.bind(Binding("group:g", "hello", r1.id, None, 1.0))
+    store.bind(Binding("all", "hello", r1.id, None, 2.0))
+    store.bind(Binding("group:g", "hello", r2.id, None, 3.0))
+    assert [(b.selector, b.release_id) for b in store.bindings()] == [("group:g", r2.id), ("all", r1.id)]
+
+
+def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    seen(store, "a")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.set_tag("a", "k", "v")
+        raise RuntimeError("half-way")
+    assert store.device("a").tags == ()  # type: ignore[union-attr]
+
+
+def test_reported_apps_come_back_as_statuses(store: Store) -> None:
+    img = release(1).image
+    store.record([Incoming(reported("a", 4, running("hello", img)), live=True)], now=1, stale_after=3)
+    d = store.device("a")
+    assert d is not None and d.reported_generation == 4
+    assert d.app_status("hello") == running("hello", img) and d.app_status("other") is None
+
+
+def test_a_release_carries_a_health_policy_only_when_the_operator_gave_one(store: Store) -> None:
+    plain = store.add_release(release(1))
+    assert plain.health is None
+    assert plain.spec() == AppSpec(name="hello", image=plain.image)  # whatever the contract's default is
+    tuned = store.add_release(replace(release(2), health=HealthPolicy(2.0, 20.0), max_bytes=5000))
+    assert store.release(tuned.id) == tuned
+    assert tuned.spec().health == HealthPolicy(2.0, 20.0) and tuned.spec().max_bytes == 5000
