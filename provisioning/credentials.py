@@ -25,10 +25,18 @@ ITERATIONS = 101  # mosquitto_passwd's own default for $7$
 SALT_BYTES = 12
 SECRET_BYTES = 32
 # Least privilege for every device: its own subtree only, %u being the MQTT username = the device id.
-ACL = (f"pattern read {PREFIX}/%u/desired\n"
-       f"pattern write {PREFIX}/%u/reported\n"
-       f"pattern write {PREFIX}/%u/health\n"
-       f"pattern write {PREFIX}/%u/status\n")
+DEVICE_ACL = (f"pattern read {PREFIX}/%u/desired\n"
+              f"pattern write {PREFIX}/%u/reported\n"
+              f"pattern write {PREFIX}/%u/health\n"
+              f"pattern write {PREFIX}/%u/status\n")
+
+
+def acl(controller_user: str = "controller") -> str:
+    """A Mosquitto ACL file: devices confined to their own topics, the controller reaching all of them
+    (with an ACL in force, a user it does not name may do nothing)."""
+    return (f"# tinyfleet: each device (MQTT username = device id) may use only its own topics\n{DEVICE_ACL}"
+            f"# the controller publishes every device's desired state and reads every report\n"
+            f"user {controller_user}\ntopic readwrite {PREFIX}/#\n")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             p.add_argument("--format", choices=("mosquitto", "json"), default="mosquitto")
         if name == "list":
             p.add_argument("--json", action="store_true")
+        if name == "acl":
+            p.add_argument("--controller-user", default="controller",
+                           help="the controller's MQTT user, which may use every device's topics (default controller)")
         p.set_defaults(handler=handler)
 
 
@@ -311,6 +314,6 @@ def do_cred_revoke(args: argparse.Namespace) -> int:
 
 
 def do_cred_acl(args: argparse.Namespace) -> int:
-    sys.stdout.write(credentials.ACL)
+    sys.stdout.write(credentials.acl(args.controller_user))
     return Exit.OK
 

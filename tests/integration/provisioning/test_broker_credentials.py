@@ -12,8 +12,11 @@ import pytest
 
 from controller.sandbox.prereqs import MissingPrerequisite, require
 from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+from provisioning import credentials
 from tests.support import piimage
 from tests.support.cli import tinyfleet
+
+CONTROLLER_SECRET = "controller-secret-0123456789"
 
 
 @pytest.fixture
@@ -74,12 +77,15 @@ def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure
                       f"mqtt://127.0.0.1:{port}", "--passwd-file", str(passwd))
     assert baked.returncode == 0, baked.stderr
     secret = tomllib.loads(piimage.boot_read(image, "tinyfleet/agent.toml"))["mqtt_password"]
+    credentials.PasswordFile(passwd).put(credentials.DeviceCredential("controller", CONTROLLER_SECRET))
     start()
     assert not connect(port, "pi-0300", secret).is_failure
     assert connect(port, "pi-0300", secret + "x").is_failure
     assert connect(port, "pi-0301", secret).is_failure, "one device's secret is not another's"
     assert not publish(port, "pi-0300", secret, "tinyfleet/v1/devices/pi-0300/reported").is_failure
     assert publish(port, "pi-0300", secret, "tinyfleet/v1/devices/pi-0999/reported").is_failure, "ACL: own topics"
+    assert publish(port, "pi-0300", secret, "tinyfleet/v1/devices/pi-0300/desired").is_failure, "desired is read-only"
+    assert not publish(port, "controller", CONTROLLER_SECRET, "tinyfleet/v1/devices/pi-0300/desired").is_failure
     exported = tinyfleet("provision", "credentials", "export", "--passwd-file", str(passwd), "--format", "json")
     assert '"device_id": "pi-0300"' in exported.stdout and secret not in exported.stdout
     revoked = tinyfleet("provision", "credentials", "revoke", "pi-0300", "--passwd-file", str(passwd))
