@@ -146,7 +146,7 @@ def _plan_handover(spec: AppSpec, candidate: ContainerView, others: list[Contain
     if candidate.state == "created" and candidate.created_at + facts.health(spec).deadline_seconds > facts.now:
         if spec.ports:  # host ports cannot be shared: stop the old one first (it is kept for a rollback)
             out += [s.Stop(spec.name, c.id) for c in others if c.running]
-        out.append(s.Start(spec.name, candidate.id))
+        out.append(s.Start(spec.name, candidate.id, candidate=True))
         return out, _status(spec, Phase.STARTING, old, health="starting"), None
     verdict, reason, wake_at = _verdict(candidate, facts.health(spec), facts.now)
     if candidate.state == "created":
@@ -175,7 +175,7 @@ def _plan_active(spec: AppSpec, active: ContainerView, out: list[s.Step],
         # container past its deadline that was never judged (state lost, agent down) is adopted as it is.
         deadline_passed = facts.now >= active.created_at + facts.health(spec).deadline_seconds
         if active.state == "created" and not deadline_passed:
-            out.append(s.Start(spec.name, active.id))
+            out.append(s.Start(spec.name, active.id, candidate=True))
             return out, _status(spec, Phase.STARTING, None, health="starting"), None
         if active.running and deadline_passed:
             out.append(s.Promote(spec.name, spec_hash))

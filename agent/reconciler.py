@@ -19,6 +19,7 @@ from agent.executor import Engine, Executor, Verifier, failure_for
 from agent.model import Facts
 from agent.plan import Plan, plan
 from agent.state import AgentState, StateStore
+from agent.steps import judges_the_spec
 from oci.platform import Platform
 from protocol import AppStatus, HealthPolicy, Phase, ReportedState
 
@@ -98,9 +99,10 @@ class Reconciler:
                 except Terminal as exc:
                     spec = state.desired.app(app) if state.desired and app else None
                     log.warning("step refused", step=type(step).__name__, app=app, error=str(exc))
-                    if spec is not None:
-                        failed.add(spec.name)
-                        self.executor.run(failure_for(spec, str(exc)))
+                    if spec is None or not judges_the_spec(step):
+                        return Outcome(current, str(exc), passes, executed)
+                    failed.add(spec.name)
+                    self.executor.run(failure_for(spec, str(exc)))
         log.error("reconcile did not settle", passes=self.settings.max_passes)
         return Outcome(current, "reconcile did not settle; will try again", self.settings.max_passes, executed)
 

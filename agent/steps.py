@@ -37,6 +37,7 @@ class Create:
 class Start:
     app: str
     container_id: str
+    candidate: bool = False  # a new spec's first start: a refusal fails the spec; otherwise it is retried
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ class Forget:
 @dataclass(frozen=True)
 class RemoveImage:
     pull_ref: str
+
+
+# Steps whose refusal by the engine means the desired spec cannot work here (recorded as failed, not retried
+# until the spec changes). A refusal of any other step - restarting a container that ran fine, removing
+# one - is treated as passing and retried with backoff.
+def judges_the_spec(step: object) -> bool:
+    return isinstance(step, Verify | Pull | Create) or (isinstance(step, Start) and step.candidate)
 
 
 Step = (Verify | Pull | Create | Start | Stop | Restart | Remove | RecordFailure | Promote | ClearFailure | Forget

@@ -10,6 +10,7 @@ BENCHES = {
     "agent-footprint": "bench.agent_footprint",
     "agent-apply": "bench.agent_apply",
     "agent-soak": "bench.agent_soak",
+    "controller-ingest": "bench.controller_ingest",
 }
 
 

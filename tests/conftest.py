@@ -6,6 +6,7 @@ A missing prerequisite fails the test with a message saying how to get it; nothi
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ def sandbox_root() -> Iterator[Path]:
     # Short, because unix socket paths (dockerd, containerd) must stay under ~100 characters.
     root = Path(tempfile.mkdtemp(prefix="tft", dir="/tmp"))
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if not os.environ.get("TINYFLEET_KEEP_SANDBOX"):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,17 @@ messages and persistent sessions, and queues sized for bursts (the default 1000 
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 from controller.sandbox.prereqs import require
 from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
 
 CONFIG = """\
+# run as whoever started it: as root, Mosquitto would otherwise switch to user "mosquitto", which cannot
+# write the persistence file in this private (0700) directory
+user {user}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true
@@ -17,7 +22,7 @@ autosave_interval 1
 max_queued_messages {max_queued}
 max_inflight_messages 100
 max_connections -1
-message_size_limit 262144
+max_packet_size 270000
 log_type error
 log_type warning
 log_type notice
@@ -33,7 +38,8 @@ class Mosquitto:
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = root / "mosquitto.conf"
-        self.config.write_text(CONFIG.format(port=self.port, data=self.data, max_queued=max_queued))
+        self.config.write_text(CONFIG.format(port=self.port, data=self.data, max_queued=max_queued,
+                                              user=pwd.getpwuid(os.getuid()).pw_name))
         self.proc = ManagedProcess("mosquitto", ["mosquitto", "-c", str(self.config)], root / "mosquitto.log")
 
     @property

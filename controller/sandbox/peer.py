@@ -26,10 +26,17 @@ class FleetPeer:
         self.raw_reported: dict[str, bytes] = {}
         self._cond = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}")
+        self.connected = threading.Event()
         self.client.on_message = self._message
-        self.client.on_connect = lambda c, *_: c.subscribe("tinyfleet/v1/devices/+/+", qos=1)
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = lambda *_: self.connected.clear()
+        self.client.reconnect_delay_set(0.2, 2)
         self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.loop_start()
+
+    def _connected(self, client: paho.Client, *_: object) -> None:
+        client.subscribe("tinyfleet/v1/devices/+/+", qos=1)
+        self.connected.set()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -58,9 +65,11 @@ class FleetPeer:
         self.publish_raw(desired.device_id, protocol.encode(desired))
 
     def publish_raw(self, device_id: str, payload: bytes) -> None:
+        self.connected.wait(30)  # after a broker restart, until paho has reconnected
         self.client.publish(topics.desired(device_id), payload, qos=1, retain=True).wait_for_publish(10)
 
     def clear(self, device_id: str) -> None:
+        self.connected.wait(30)
         for channel in topics.Channel:
             self.client.publish(topics.topic(device_id, channel), b"", qos=1, retain=True).wait_for_publish(10)
 

@@ -278,6 +278,16 @@ def test_broker_restart_loses_no_reported_state(board, images, mosquitto, peer) 
         assert report.generation == b.generation
     finally:
         fresh.close()
+    # and the broker itself keeps it: with the agent gone, a restarted broker still serves the last report
+    b.agent.stop()
+    mosquitto.restart()
+    later = FleetPeer(mosquitto.url)
+    try:
+        kept = later.wait(b.id, lambda r: r.app("hello") is not None  # type: ignore[union-attr]
+                          and r.app("hello").current_image == images["v2"].ref, 30, "retained report")  # type: ignore[union-attr]
+        assert kept.generation == b.generation
+    finally:
+        later.close()
 
 
 def test_registry_outage_is_retried_while_the_app_keeps_running(board, demo_binaries, registry) -> None:  # type: ignore[no-untyped-def]

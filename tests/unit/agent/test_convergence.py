@@ -256,3 +256,25 @@ def test_an_image_pruned_by_another_agent_before_create_is_pulled_again(tmp_path
     assert outcome.transient and "vanished" in outcome.transient
     board.converge()
     assert board.status().phase == Phase.RUNNING and len(board.engine.pulls) == 2
+
+
+def test_a_refused_restart_of_a_running_app_is_retried_not_failed(tmp_path: Path) -> None:
+    board = Board(tmp_path)
+    board.publish("w1")
+    board.want(1, app("w1"))
+    board.converge()
+    (container,) = board.engine.containers.values()
+    container.state, container.exit_code = "exited", 0  # the engine is shutting down ...
+    real_start = board.engine.start
+
+    def refusing_start(container_id: str) -> None:  # ... and refuses to start anything for now
+        from agent.errors import ContainerRefused
+        raise ContainerRefused("failed to update store for object type *libnetwork.endpoint")
+
+    board.engine.start = refusing_start  # type: ignore[method-assign]
+    outcome = board.reconciler.reconcile()
+    assert outcome.transient and "libnetwork" in outcome.transient
+    assert board.store.current.app("web").failure is None
+    board.engine.start = real_start  # type: ignore[method-assign]
+    board.converge()
+    assert board.status().phase == Phase.RUNNING and board.running("web") == 1
