@@ -74,7 +74,8 @@ class Fleet:
                 "desired_generation": d.desired_generation, "reported_generation": d.reported_generation,
                 "error": (d.reported or {}).get("error"),
                 "health": {k: health.get(k) for k in ("cpu_temp_c", "load", "mem_available_bytes", "disk_free_bytes",
-                                                      "throttled", "uptime_seconds", "engine_reachable")}}
+                                                      "throttled", "uptime_seconds", "engine_reachable",
+                                                      "agent_rss_bytes")}}
 
     def detail(self, device_id: str) -> dict[str, Any]:
         d = self.get(device_id)

@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from controller.cli import devices, image, provision, release, rollout, serve
+from controller.cli import demo, devices, image, provision, release, rollout, serve
 from controller.cli.common import Exit, fail
 
-GROUPS = (image, serve, devices, release, rollout, provision)
+GROUPS = (demo, image, serve, devices, release, rollout, provision)
 
 
 def build_parser() -> argparse.ArgumentParser:

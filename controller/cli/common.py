@@ -46,7 +46,10 @@ def print_json(obj: Any) -> None:
 
 def console() -> Any:
     from rich.console import Console  # operator-side only; imported lazily to keep --help fast
-    return Console()
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(width=140)  # a log or a pipe has no width: don't squeeze tables into 80 columns
+    return out
 
 
 def human_bytes(n: int | None) -> str:

@@ -1,0 +1,233 @@
+"""`tinyfleet demo`: the whole story on one machine, with real parts.
+
+A private Mosquitto, registry and Docker Engine (unless existing ones are given); tiny scratch images
+packed from static binaries for amd64, arm64, arm/v7 and arm/v6; the controller; three real agents
+acting as an arm64, an arm/v7 and an arm/v6 board (their containers run under qemu). Then three
+rollouts: v1 to everyone, v2 canary-first in batches, and a broken v3 whose canary fails its health
+check, is rolled back on the board, and aborts the rollout by itself. Live views while it runs, a
+summary at the end, everything cleaned up. The exit status says whether the story came out right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import structlog
+from rich.console import Console, Group
+from rich.table import Table
+
+from agent import logs
+from controller.cli.common import console
+from controller.cli.live import watch
+from controller.cli.views import devices_table, rollout_view
+from controller.client import ApiClient
+from controller.sandbox import binaries
+from controller.sandbox.agents import AgentProcess
+from controller.sandbox.stack import Stack
+from controller.service import Controller, ControllerConfig
+from oci import pack
+from oci.reference import ImageReference
+from oci.registry import RegistryClient
+
+log = structlog.get_logger("controller.demo")
+APP = "hello"
+BOARDS = (("pi4-arm64", "linux/arm64"), ("pi3-armv7", "linux/arm/v7"), ("pizero-armv6", "linux/arm/v6"))
+HEARTBEAT_S = 1.0
+ROLLOUT_TIMEOUT_S = 420.0
+
+
+@dataclass(frozen=True)
+class Version:
+    tag: str
+    env: tuple[tuple[str, str], ...]
+    note: str
+
+
+VERSIONS = (
+    Version("1.0", (("TINYHELLO_VERSION", "1"),), "first release, to every board at once"),
+    Version("2.0", (("TINYHELLO_VERSION", "2"),), "canary first, then one board per batch"),
+    Version("3.0", (("TINYHELLO_VERSION", "3"), ("TINYHELLO_HEALTH", "fail")),
+            "broken: fails its health check; the canary rolls back and the rollout aborts itself"),
+)
+
+
+@dataclass
+class Options:
+    broker: str | None = None
+    registry: str | None = None
+    docker_host: str | None = None
+    keep: bool = False
+    prefix: str = "demo"
+
+
+@dataclass
+class Outcome:
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Demo:
+    def __init__(self, options: Options, out: Console) -> None:
+        self.options = options
+        self.out = out
+        self.outcome = Outcome()
+        self.agents: list[AgentProcess] = []
+
+    def say(self, text: str) -> None:
+        self.out.print(f"[bold cyan]>>[/bold cyan] {text}")
+
+    # -- the story ------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        started = time.monotonic()
+        logs.configure("warning")  # the controller runs in this process; its logs would drown the views
+        self.say("starting a private broker, registry and Docker Engine (qemu for ARM)"
+                 if not (self.options.broker and self.options.registry and self.options.docker_host)
+                 else "using the given broker, registry and Docker Engine")
+        with Stack(broker_url=self.options.broker, registry_host=self.options.registry,
+                   docker_host=self.options.docker_host, keep=self.options.keep) as stack:
+            refs = self.pack_images(stack)
+            with Controller(ControllerConfig(db=stack.root / "controller.db", broker=stack.broker_url,  # type: ignore[arg-type]
+                                             listen="127.0.0.1:0", heartbeat_interval=HEARTBEAT_S,
+                                             tick_interval=0.2)) as controller:
+                if not controller.wait_connected(30):
+                    raise RuntimeError("the controller did not connect to the broker")
+                api = ApiClient(controller.url, controller.token)
+                self.say(f"controller API on {controller.url}")
+                try:
+                    self.start_boards(stack)
+                    self.wait_for_fleet(api)
+                    releases = [api.create_release(APP, ref, max_bytes=1024 * 1024,
+                                                   health={"settle_seconds": 2, "deadline_seconds": 45})
+                                for ref in refs]
+                    self.say("releases created (each checked against the fleet's platforms and a 1 MiB budget "
+                             "before any board is touched)")
+                    self.rollout(api, releases[0], VERSIONS[0], canary=0, batch="100%")
+                    self.rollout(api, releases[1], VERSIONS[1], canary=1, batch=1)
+                    self.rollout(api, releases[2], VERSIONS[2], canary=1, batch=1, max_failures=0)
+                    self.outcome.devices = api.devices()
+                    self.check(releases)
+                finally:
+                    self.stop_boards(stack)
+        self.outcome.seconds = time.monotonic() - started
+        self.summary()
+        return self.outcome
+
+    def pack_images(self, stack: Stack) -> list[str]:
+        self.say("building the demo app as static binaries for amd64, arm64, arm/v7 and arm/v6")
+        built = binaries.build(stack.root / "bin")
+        refs = []
+        for version in VERSIONS:
+            ref = ImageReference.parse(f"{stack.registry_host}/{self.options.prefix}/{APP}:{version.tag}")
+            packed = pack.build(pack.PackSpec(binaries=built, env=(*version.env, ("TINYHELLO_INTERVAL", "5")),
+                                              healthcheck="/app health", health_interval_s=1.0))
+            digest = pack.push(RegistryClient(), ref, packed)
+            self.outcome.sizes[version.tag] = {str(p): size for p, size in packed.sizes.items()}
+            refs.append(str(ref))
+            log.info("pushed", ref=str(ref), digest=digest)
+        table = Table(title="scratch images (compressed bytes per platform, from the manifests)", title_justify="left")
+        table.add_column("image")
+        platforms = sorted(self.outcome.sizes[VERSIONS[0].tag])
+        for p in platforms:
+            table.add_column(p, justify="right")
+        for version in VERSIONS:
+            table.add_row(f"{APP}:{version.tag}", *(f"{self.outcome.sizes[version.tag][p]:,}" for p in platforms))
+        self.out.print(table)
+        return refs
+
+    def start_boards(self, stack: Stack) -> None:
+        for name, platform in BOARDS:
+            agent = AgentProcess(f"{self.options.prefix}-{name}", platform, stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
+                                 stack.root / "agents", heartbeat_seconds=HEARTBEAT_S, settle_seconds=2,
+                                 deadline_seconds=45)
+            self.agents.append(agent.start())
+        self.say("three boards started: " + ", ".join(f"{a.device_id} ({a.platform})" for a in self.agents))
+
+    def wait_for_fleet(self, api: ApiClient) -> None:
+        ids = {a.device_id for a in self.agents}
+
+        def fetch() -> list[dict[str, Any]]:
+            return [d for d in api.devices() if d["id"] in ids]
+
+        fleet = watch(fetch, devices_table, interval=0.5, done=lambda ds: sum(d["online"] for d in ds) == len(ids))
+        if sum(d["online"] for d in fleet) != len(ids):
+            raise RuntimeError("not every board came online")
+
+    def rollout(self, api: ApiClient, release: dict[str, Any], version: Version, **options: Any) -> None:
+        self.say(f"rollout of {APP}:{version.tag} - {version.note}")
+        r = api.start_rollout(APP, release["id"], "all", health_timeout=90, offline_deadline=120, **options)
+        ids = {a.device_id for a in self.agents}
+        deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+
+        def fetch() -> dict[str, Any]:
+            return {"rollout": api.rollout(r["id"]), "devices": [d for d in api.devices() if d["id"] in ids]}
+
+        def done(view: dict[str, Any]) -> bool:
+            return not view["rollout"]["open"] or time.monotonic() > deadline
+
+        final = watch(fetch, lambda v: Group(rollout_view(v["rollout"]), devices_table(v["devices"])),
+                      interval=0.5, done=done)
+        rollout = final["rollout"]
+        rollout["version"] = version.tag
+        rollout["seconds"] = round(time.time() - rollout["created_at"], 1)
+        self.outcome.rollouts.append(rollout)
+        self.say(f"rollout {rollout['id']} {rollout['state']} after {rollout['seconds']} s"
+                 + (f": {rollout['reason']}" if rollout.get("reason") else ""))
+
+    def stop_boards(self, stack: Stack) -> None:
+        for agent in self.agents:
+            agent.stop()
+        with contextlib.suppress(docker.errors.DockerException):
+            client = docker.DockerClient(base_url=stack.docker_host)
+            for agent in self.agents:  # only this demo's containers, also on a borrowed engine
+                for c in client.containers.list(all=True, filters={"label": f"io.tinyfleet.device={agent.device_id}"}):
+                    c.remove(force=True)
+            client.close()
+
+    # -- did it come out right? -----------------------------------------------------------------
+
+    def check(self, releases: list[dict[str, Any]]) -> None:
+        states = [r["state"] for r in self.outcome.rollouts]
+        if states != ["completed", "completed", "aborted"]:
+            self.outcome.problems.append(f"rollouts ended {states}, expected completed, completed, aborted")
+        v2 = releases[1]["image"]
+        for device in self.outcome.devices:
+            app = next((a for a in device["apps"] if a["name"] == APP), None)
+            if app is None or app["current_image"] != v2 or app["phase"] not in ("running", "rolled_back"):
+                self.outcome.problems.append(f"{device['id']} is not back on 2.0: {app}")
+
+    def summary(self) -> None:
+        table = Table(title="rollouts", title_justify="left")
+        for col in ("release", "state", "converged", "failed", "reverted", "seconds", "why"):
+            table.add_column(col)
+        for r in self.outcome.rollouts:
+            c = r["counts"]
+            table.add_row(f"{APP}:{r['version']}", r["state"], f"{c['converged']}/{r['total']}", str(c["failed"]),
+                          str(c["reverted"]), str(r["seconds"]), r.get("reason") or "")
+        self.out.print(table)
+        if self.outcome.devices:
+            self.out.print(devices_table(self.outcome.devices))
+            rss = [d["health"].get("agent_rss_bytes") for d in self.outcome.devices if d.get("health")]
+            if rss and all(rss):
+                self.say(f"agent memory on the boards: {', '.join(f'{x / 2**20:.1f} MiB' for x in rss)}")
+        verdict = "[green]the story came out right[/green]" if not self.outcome.problems else "[red]problems:[/red] " \
+            + "; ".join(self.outcome.problems)
+        self.say(f"{verdict} ({self.outcome.seconds:.0f} s); everything started for the demo has been stopped")
+
+
+def run(options: Options) -> int:
+    out = console()
+    try:
+        outcome = Demo(options, out).run()
+    except Exception as exc:  # noqa: BLE001 - the demo reports any failure in one line and exits non-zero
+        out.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
+        return 1
+    return 0 if not outcome.problems else 1
+

@@ -1,0 +1,19 @@
+"""The README's first command: `tinyfleet demo` tells the whole story and says it came out right -
+here on the session's broker, registry and engine, as the demo allows."""
+
+from __future__ import annotations
+
+from tests.support.cli import tinyfleet
+
+
+def test_demo_rolls_out_v1_v2_and_rolls_back_a_broken_v3(mosquitto, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
+    result = tinyfleet("demo", "--broker", mosquitto.url, "--registry", registry.host, "--docker-host", dockerd.url,
+                       timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "the story came out right" in out
+    for needle in ("hello:1.0 │ completed", "hello:2.0 │ completed", "hello:3.0 │ aborted", "linux/arm/v6",
+                   "previous version restored"):
+        assert needle in out, needle
+    leftovers = dockerd.client().containers.list(all=True, filters={"label": "io.tinyfleet.device=demo-pi4-arm64"})
+    assert leftovers == [], "the demo cleans up its containers"
