@@ -105,7 +105,7 @@ class Demo:
                     self.start_boards(stack)
                     self.wait_for_fleet(api)
                     releases = [api.create_release(APP, ref, max_bytes=1024 * 1024,
-                                                   health={"settle_seconds": 2, "deadline_seconds": 45})
+                                                   health={"settle_seconds": 2, "deadline_seconds": 150})
                                 for ref in refs]
                     self.say("releases created (each checked against the fleet's platforms and a 1 MiB budget "
                              "before any board is touched)")
@@ -146,7 +146,7 @@ class Demo:
         for name, platform in BOARDS:
             agent = AgentProcess(f"{self.options.prefix}-{name}", platform, stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
                                  stack.root / "agents", heartbeat_seconds=HEARTBEAT_S, settle_seconds=2,
-                                 deadline_seconds=45)
+                                 deadline_seconds=150)
             self.agents.append(agent.start())
         self.say("three boards started: " + ", ".join(f"{a.device_id} ({a.platform})" for a in self.agents))
 
@@ -162,7 +162,7 @@ class Demo:
 
     def rollout(self, api: ApiClient, release: dict[str, Any], version: Version, **options: Any) -> None:
         self.say(f"rollout of {APP}:{version.tag} - {version.note}")
-        r = api.start_rollout(APP, release["id"], "all", health_timeout=90, offline_deadline=120, **options)
+        r = api.start_rollout(APP, release["id"], "all", health_timeout=240, offline_deadline=240, **options)
         ids = {a.device_id for a in self.agents}
         deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
 

@@ -42,6 +42,7 @@ class PackSpec:
     healthcheck: str | None = None
     health_interval_s: float = 3.0
     health_retries: int = 3
+    health_timeout_s: float = 10.0
     user: str = "65534:65534"  # nobody: least privilege unless asked otherwise
 
 
@@ -124,7 +125,9 @@ def _healthcheck(spec: PackSpec) -> dict[str, object] | None:
     if not spec.healthcheck:
         return None
     interval = int(spec.health_interval_s * SECOND_NS)
-    return {"Test": ["CMD", *shlex.split(spec.healthcheck)], "Interval": interval, "Timeout": interval,
+    # A generous timeout: a check that is merely slow (a busy Pi Zero, qemu) must not count as a failure.
+    timeout = int(spec.health_timeout_s * SECOND_NS)
+    return {"Test": ["CMD", *shlex.split(spec.healthcheck)], "Interval": interval, "Timeout": timeout,
             "StartPeriod": interval, "Retries": spec.health_retries}
 
 

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--healthcheck", metavar="CMD", help='health command run in the container, e.g. "/app health"')
     p.add_argument("--health-interval", type=float, default=3.0, metavar="SECONDS")
+    p.add_argument("--health-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long one health check may take before it counts as failed (default 10)")
     p.add_argument("--user", default="65534:65534", help="uid:gid to run as (default nobody)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_registry_flags(p)
@@ -77,7 +79,8 @@ def do_pack(args: argparse.Namespace) -> int:
             binaries=binaries, binary_path=args.binary_path, adds=adds,
             entrypoint=tuple(args.entrypoint) if args.entrypoint else None, cmd=tuple(args.cmd),
             env=tuple(_pairs(args.env, "=", "--env")), labels=tuple(sorted(_pairs(args.label, "=", "--label"))),
-            healthcheck=args.healthcheck, health_interval_s=args.health_interval, user=args.user)
+            healthcheck=args.healthcheck, health_interval_s=args.health_interval,
+            health_timeout_s=args.health_timeout, user=args.user)
         packed = pack.build(spec)
         digest = pack.push(registry_client(args, ref.registry), ref, packed)
     except ValueError as exc:

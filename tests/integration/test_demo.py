@@ -9,7 +9,7 @@ from tests.support.cli import tinyfleet
 def test_demo_rolls_out_v1_v2_and_rolls_back_a_broken_v3(mosquitto, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
     result = tinyfleet("demo", "--broker", mosquitto.url, "--registry", registry.host, "--docker-host", dockerd.url,
                        timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-5000:]
     out = result.stdout
     assert "the story came out right" in out
     for needle in ("hello:1.0 │ completed", "hello:2.0 │ completed", "hello:3.0 │ aborted", "linux/arm/v6",
