@@ -42,6 +42,7 @@ class PackSpec:
     healthcheck: str | None = None
     health_interval_s: float = 3.0
     health_retries: int = 3
+    health_timeout_s: float | None = None  # how long one check may take; None: the interval
     user: str = "65534:65534"  # nobody: least privilege unless asked otherwise
 
 
@@ -124,7 +125,8 @@ def _healthcheck(spec: PackSpec) -> dict[str, object] | None:
     if not spec.healthcheck:
         return None
     interval = int(spec.health_interval_s * SECOND_NS)
-    return {"Test": ["CMD", *shlex.split(spec.healthcheck)], "Interval": interval, "Timeout": interval,
+    timeout = int(spec.health_timeout_s * SECOND_NS) if spec.health_timeout_s else interval
+    return {"Test": ["CMD", *shlex.split(spec.healthcheck)], "Interval": interval, "Timeout": timeout,
             "StartPeriod": interval, "Retries": spec.health_retries}
 
 
