@@ -60,6 +60,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._keepalive = keepalive
         self._connected = threading.Event()
+        self._leaving = False  # our own goodbye: the disconnect that follows is expected
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"tinyfleet-{device_id}",
                                   clean_session=False, protocol=paho.MQTTv311)
         self.client.enable_logger(None)
@@ -90,6 +91,7 @@ class MqttLink:
         if self.connected:
             info = self.client.publish(topics.status(self.device_id), self._offline_payload, qos=1, retain=True)
             info.wait_for_publish(timeout=5)
+        self._leaving = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -117,6 +119,9 @@ class MqttLink:
     def _disconnected_cb(self, client: paho.Client, userdata: object, flags: object, reason: object,
                          properties: object) -> None:
         self._connected.clear()
+        if self._leaving:
+            log.info("disconnected from broker", reason=str(reason))
+            return
         log.warning("disconnected from broker; reconnecting with backoff", reason=str(reason))
 
     def _message_cb(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:

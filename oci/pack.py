@@ -42,7 +42,7 @@ class PackSpec:
     healthcheck: str | None = None
     health_interval_s: float = 3.0
     health_retries: int = 3
-    health_timeout_s: float = 10.0
+    health_timeout_s: float = 10.0  # how long one check may take before it counts as failed
     user: str = "65534:65534"  # nobody: least privilege unless asked otherwise
 
 

@@ -4,14 +4,16 @@ or as the real `tinyfleet controller` command, and emulated devices that clean u
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from controller.client import ApiClient, ControllerUnreachable
-from controller.sandbox.process import ManagedProcess, free_port
+from controller.sandbox.process import ManagedProcess
 from controller.service import Controller, ControllerConfig
+from oci import manifest as mf
 from oci import pack
 from oci.platform import Platform
 from oci.reference import ImageReference
@@ -19,22 +21,39 @@ from oci.registry import RegistryClient
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.wait import eventually
 
+HEALTH_CHECK_TIMEOUT = 10.0
 HEARTBEAT = 0.5  # emulated devices beat this often; controllers under test expect 1 s (offline after 3 s)
 
 
 def push_demo_image(registry_host: str, repo: str, tag: str, binaries: dict[Platform, Path], *,
-                    version: str, broken: bool = False, platforms: tuple[str, ...] | None = None) -> str:
-    """Pack the demo app (TINYHELLO_VERSION=version; failing its health check when broken) and push it.
+                    version: str, broken: bool = False, platforms: tuple[str, ...] | None = None,
+                    broken_on: tuple[str, ...] = ()) -> str:
+    """Pack the demo app (TINYHELLO_VERSION=version; failing its health check when broken, or only on the
+    platforms in broken_on - a release that is good on some boards and bad on others) and push it.
     Returns the tag reference."""
     chosen = {p: path for p, path in binaries.items() if platforms is None or str(p) in platforms}
     env = [("TINYHELLO_VERSION", version), ("TINYHELLO_INTERVAL", "1")]
-    if broken:
-        env.append(("TINYHELLO_HEALTH", "fail"))
+    failing = [*env, ("TINYHELLO_HEALTH", "fail")]
+    bad = {p: path for p, path in chosen.items() if broken or str(p) in broken_on}
+    good = {p: path for p, path in chosen.items() if p not in bad}
+    # Checked every second, but each check may take HEALTH_CHECK_TIMEOUT: under qemu on a busy machine an
+    # exec is sometimes that slow, and a timed-out check counts as a failed one.
+    parts = [pack.build(pack.PackSpec(binaries=part, env=tuple(part_env), healthcheck="/app health",
+                                      health_interval_s=1.0, health_timeout_s=HEALTH_CHECK_TIMEOUT))
+             for part, part_env in ((good, env), (bad, failing)) if part]
     ref = ImageReference.parse(f"{registry_host}/{repo}:{tag}")
-    packed = pack.build(pack.PackSpec(binaries=chosen, env=tuple(env), healthcheck="/app health",
-                                      health_interval_s=1.0))
-    pack.push(RegistryClient(), ref, packed)
+    pack.push(RegistryClient(), ref, parts[0] if len(parts) == 1 else _one_index(parts))
     return str(ref)
+
+
+def _one_index(parts: list[pack.PackedImage]) -> pack.PackedImage:
+    """The images of several packs under one index (each platform's manifest comes from its own pack)."""
+    descriptors = [d for part in parts for d in json.loads(part.index.data)["manifests"]]
+    index = pack.Blob(mf.OCI_INDEX, json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX,
+                                                "manifests": descriptors}, sort_keys=True).encode())
+    return pack.PackedImage(index, tuple(m for part in parts for m in part.manifests),
+                            tuple(b for part in parts for b in part.blobs),
+                            {p: size for part in parts for p, size in part.sizes.items()})
 
 
 def controller_config(db: Path, broker_url: str, **overrides: object) -> ControllerConfig:
@@ -60,14 +79,17 @@ def client_of(controller: Controller) -> ApiClient:
 
 @dataclass
 class ControllerProcess:
-    """`tinyfleet controller` as an operator runs it, in a subprocess that a test can kill -9."""
+    """`tinyfleet controller` as an operator runs it, in a subprocess that a test can kill -9.
+
+    With port 0 it listens where the kernel puts it and the test reads the address from its log (a port
+    picked beforehand can be taken by someone else's connection before the controller binds it); each
+    start may then get another port: take `url` / `client()` after `start()`."""
 
     root: Path
     broker_url: str
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
         self.db = self.root / "controller.db"
         self.token_file = self.root / "api-token"
         exe = Path(sys.executable).parent / "tinyfleet"
@@ -75,25 +97,25 @@ class ControllerProcess:
             str(exe), "controller", "--broker", self.broker_url, "--db", str(self.db),
             "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", "1", "--tick", "0.2",
             "--log-format", "json"], self.root / "controller.log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ControllerProcess:
+        seen = self.proc.log.stat().st_size if self.proc.log.exists() else 0
         self.proc.start()
 
         def answering() -> bool:
             self.proc.check_alive()
-            if not self.token_file.exists():
+            api = _started_at(self.proc.log, seen)
+            if api is None or not self.token_file.exists():
                 return False
+            self.url = api
             try:
                 self.client().devices()
             except ControllerUnreachable:
                 return False
             return True
 
-        eventually(answering, timeout=20, interval=0.1, what="tinyfleet controller answering")
+        eventually(answering, timeout=30, interval=0.1, what="tinyfleet controller answering")
         return self
 
     def client(self) -> ApiClient:
@@ -120,3 +142,16 @@ def emulated_fleet(broker_port: int, prefix: str, platforms: list[str]) -> Itera
     finally:
         for device in devices:
             device.stop()
+
+
+def _started_at(log: Path, offset: int) -> str | None:
+    """The API address from the newest "controller started" line written after `offset`."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == "controller started":
+                return str(entry["api"])
+    return None

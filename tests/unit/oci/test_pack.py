@@ -60,7 +60,8 @@ def test_layer_is_a_reproducible_tar_with_the_binary_and_added_files(binaries: d
     assert set(members) == {"app", "etc", "etc/app", "etc/app/app.conf"}
     assert members["app"].mode == 0o755 and all(m.mtime == 0 and m.uid == 0 for m in members.values())
     config = json.loads(next(b for b in packed.blobs if b.media_type.endswith("config.v1+json")).data)
-    assert config["config"]["Healthcheck"]["Test"] == ["CMD", "/app", "health"]
+    assert config["config"]["Healthcheck"] == {"Test": ["CMD", "/app", "health"], "Interval": 3 * 10**9,
+                                               "Timeout": 10 * 10**9, "StartPeriod": 3 * 10**9, "Retries": 3}
     assert config["config"]["User"] == "65534:65534" and config["config"]["Labels"] == {"org.x": "y"}
 
 
@@ -96,3 +97,12 @@ def test_missing_binary_and_no_binaries_are_clear_errors(tmp_path: Path) -> None
 @pytest.mark.parametrize(("cpu_arch", "variant"), [(5, 5), (6, 6), (9, 6), (10, 7), (14, 8)])
 def test_arm_attributes_give_the_variant(cpu_arch: int, variant: int) -> None:
     assert elf.read(elf_maker.make("arm", arm_cpu_arch=cpu_arch)).arm_variant == variant
+
+
+def test_a_health_check_may_be_given_longer_than_its_interval_to_answer(binaries: dict[Platform, Path]) -> None:
+    # e.g. an exec under qemu on a busy board: a 1 s check that sometimes needs 5 s is slow, not unhealthy
+    packed = pack.build(pack.PackSpec(binaries={P("linux/amd64"): binaries[P("linux/amd64")]},
+                                      healthcheck="/app health", health_interval_s=1.0, health_timeout_s=10.0))
+    config = json.loads(next(b for b in packed.blobs if b.media_type.endswith("config.v1+json")).data)
+    assert (config["config"]["Healthcheck"]["Interval"], config["config"]["Healthcheck"]["Timeout"]) == (10**9,
+                                                                                                       10 * 10**9)
