@@ -348,6 +348,12 @@ def _follow_reverts(rollout: Rollout, devices: Mapping[str, DeviceView], now: fl
         view = devices.get(t.device_id)
         if t.state == TargetState.REVERTING and view is not None and _reverted(view, t):
             t = replace(t, state=TargetState.REVERTED, settled_at=now)
+        elif t.state == TargetState.REVERTING and view is not None and view.assigned not in (
+                t.previous_release_id, rollout.release_id):
+            # A later rollout (or a pin) gave the device another release: nothing left to put back, and
+            # waiting for the old one would keep this rollout open for ever.
+            t = replace(t, state=TargetState.REVERTED, settled_at=now,
+                        reason=f"superseded: the device was given release {view.assigned} meanwhile")
         targets.append(t)
     return Decision(replace(rollout, targets=tuple(targets)))
 

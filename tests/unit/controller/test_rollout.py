@@ -195,7 +195,8 @@ def test_a_first_release_is_rolled_back_by_taking_the_app_off() -> None:
     assert d.assign == (Assign("a", None),)
     reverting = replace(d.rollout.targets[0], generation=3)
     aborted = replace(d.rollout, targets=(reverting,))
-    still_there = machine.next(aborted, {"a": running_new("a", gen=3)}, now=4)
+    app_taken_off = replace(running_new("a", gen=3), assigned=None, assigned_image=None)  # agent not there yet
+    still_there = machine.next(aborted, {"a": app_taken_off}, now=4)
     assert states(still_there.rollout) == {"a": RV}
     gone = machine.next(aborted, {"a": view("a", gen=3, phase=None)}, now=4)
     assert states(gone.rollout) == {"a": RD}
@@ -208,6 +209,16 @@ def test_an_aborted_rollout_follows_its_reverts_until_done() -> None:
     assert machine.is_open(d.rollout)
     done = machine.next(d.rollout, {"b": view("b", gen=3)}, now=10)
     assert not machine.is_open(done.rollout)
+
+
+def test_a_revert_superseded_by_a_later_release_stops_waiting() -> None:
+    r = rollout(target("a", RV, batch=0, gen=3), state=RolloutState.ABORTED)
+    moved_on = replace(running_new("a", gen=4), assigned=5, assigned_image=NEW)
+    d = machine.next(r, {"a": moved_on}, now=9)
+    assert states(d.rollout) == {"a": RD} and "superseded" in (d.rollout.targets[0].reason or "")
+    assert not machine.is_open(d.rollout)
+    not_yet_applied = replace(view("a", gen=2), assigned=2)  # still on the aborted release: wait
+    assert states(machine.next(r, {"a": not_yet_applied}, now=9).rollout) == {"a": RV}
 
 
 # -- completion ----------------------------------------------------------------------------------------
