@@ -5,13 +5,13 @@ identity that the broker learns through its password file."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
 import structlog
 
+from agent import logs
 from controller.cli.common import Exit, fail, human_bytes, print_json
 from provisioning import credentials, errors, flash, target
 from provisioning.board import existing_secret, install, read_identity
@@ -116,9 +116,7 @@ def _boot_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(verbose: bool) -> None:
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if verbose else
-                                                                            logging.WARNING))
+    logs.configure("info" if verbose else "warning")
 
 
 def _first_line(path: Path, what: str) -> str:

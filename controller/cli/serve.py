@@ -6,7 +6,6 @@ Logs are JSON lines when stderr is not a terminal (journald, files), readable te
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -15,8 +14,8 @@ import tomllib
 from pathlib import Path
 
 import prometheus_client
-import structlog
 
+from agent import logs
 from controller.cli.common import Exit, fail
 from controller.errors import ControllerError
 from oci.registry import Credentials
@@ -49,13 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def configure_logging(fmt: str) -> None:
-    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.format_exc_info, renderer],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr), cache_logger_on_first_use=True)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # libraries (uvicorn, paho) at warning
+    logs.configure("info", json=None if fmt == "auto" else fmt == "json")
 
 
 def registry_credentials(path: Path | None) -> dict[str, Credentials]:
