@@ -2,7 +2,7 @@
 spread over several processes, against the real broker, registry and controller. Prints figures with
 their goals; asserts nothing about speed.
 
-    python -m bench.fleet_sim [--devices 1000] [--processes N] [--rounds 2] [--no-throughput]
+    python -m bench.fleet_sim [--devices 1000] [--processes N] [--rounds 2] [--breakdown] [--no-throughput]
 
 raw round trip  the controller's broker adapter publishes one retained QoS 1 desired message to every
                 device, back to back; each device (the agent's MQTT adapter, same client id and session,
@@ -16,6 +16,9 @@ convergence     the simulated agents register, a release is created, and a rollo
                 simulated image has no HEALTHCHECK and the release's health policy settles after 0 s, so
                 nothing waits on a timer; pulls are instant (fake engine). One rollout to a fresh image per
                 round; medians over rounds. Goal: p95 <= 5 x the raw round trip's p95.
+breakdown       (--breakdown) a subscriber on the broker (bench.wiretap) splits each convergence into
+                batch start -> desired state on the wire -> the agent's running report on the wire ->
+                the controller settled the target.
 CPU per device  what each side spent per device in each phase (simulator processes, this process - the
                 controller or the round-trip client - and the broker): on two cores simulating a thousand
                 boards, the agents' CPU adds up, where on a real fleet each board brings its own.
@@ -41,6 +44,7 @@ from bench.proc import cpu_seconds, machine_busy
 from bench.roundtrip import EchoBaseline, RoundTrip, discard_session
 from bench.simfleet import SimFleet, device_ids
 from bench.simhost import GIL_SWITCH_S, raise_fd_limit
+from bench.wiretap import Wiretap
 from controller.client import ApiClient
 from controller.mqtt import BrokerAddress
 from controller.sandbox.stack import Stack
@@ -121,6 +125,7 @@ class Convergence:
     latencies: list[float]  # settled_at - started_at of each converged target
     api_to_all: float  # the rollout API call -> the last target converged
     cost: Cost
+    stages: dict[str, list[float]] | None = None  # with --breakdown: per-device seconds of each stage
 
     @property
     def converged(self) -> int:
@@ -142,7 +147,8 @@ class Simulation:
 
 def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 1000, processes: int = 4,
              rounds: int = 2, platforms: tuple[str, ...] = PLATFORMS, heartbeat: float = 30.0, timeout: float = 300.0,
-             broker_pid: int | None = None, progress=print) -> Simulation:  # type: ignore[no-untyped-def]
+             broker_pid: int | None = None, breakdown: bool = False,
+             progress=print) -> Simulation:  # type: ignore[no-untyped-def]
     """Run the raw round trips and the rollouts. Everything started here is stopped here, and the broker is
     left without these devices' retained messages and sessions (it may be shared with tests)."""
     ids = device_ids(devices)
@@ -166,10 +172,15 @@ def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 
             progress(f"agents: {connected}/{devices} connected and registered with the controller in "
                      f"{time.monotonic() - started:.1f} s")
             rollouts = []
-            for i, image in enumerate(pushed):
-                rollouts.append(_rollout(api, meter, image, timeout))
-                progress(f"rollout {i + 1}: {rollouts[-1].converged}/{devices} converged "
-                         f"({rollouts[-1].rollout['state']}), {Figures.of(rollouts[-1].latencies)}")
+            tap = Wiretap(broker_url) if breakdown else None
+            try:
+                for i, image in enumerate(pushed):
+                    rollouts.append(_rollout(api, meter, image, timeout, tap))
+                    progress(f"rollout {i + 1}: {rollouts[-1].converged}/{devices} converged "
+                             f"({rollouts[-1].rollout['state']}), {Figures.of(rollouts[-1].latencies)}")
+            finally:
+                if tap:
+                    tap.close()
             fleet.total("agents_stop", timeout=60)
             session = controller.store.meta("mqtt_client_id")
         finally:
@@ -215,8 +226,10 @@ def _wait_registered(api: ApiClient, devices: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float) -> Convergence:
+def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: Wiretap | None) -> Convergence:
     release = api.create_release(APP, image, health=HEALTH)
+    if tap:
+        tap.watch(release["image"])
     before = meter.read()
     called = time.time()
     rollout_id = api.start_rollout(APP, release["id"], "all", canary=0, batch="100%", health_timeout=timeout)["id"]
@@ -231,7 +244,14 @@ def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float) -> Con
     converged = [t for t in done["targets"] if t["state"] == "converged"]
     latencies = [t["settled_at"] - t["started_at"] for t in converged]
     last = max((t["settled_at"] for t in converged), default=math.nan)
-    return Convergence(done, latencies, last - called, cost)
+    stages = None
+    if tap:
+        seen = [t for t in converged if t["device"] in tap.desired and t["device"] in tap.running]
+        stages = {"batch start -> desired on the wire": [tap.desired[t["device"]] - t["started_at"] for t in seen],
+                  "agent: desired -> running reported": [tap.running[t["device"]] - tap.desired[t["device"]]
+                                                       for t in seen],
+                  "controller: report -> settled": [t["settled_at"] - tap.running[t["device"]] for t in seen]}
+    return Convergence(done, latencies, last - called, cost, stages)
 
 
 def verdict(ok: bool) -> str:
@@ -262,6 +282,9 @@ def report(sim: Simulation) -> float:
           f"{sim.devices} converged: {'yes' if sim.all_converged else 'NO'}")
     print(f"ratio            p95 convergence / p95 raw          {ratio:5.2f} x   (goal <= {CONVERGENCE_GOAL:g} x)  "
           f"{verdict(ratio <= CONVERGENCE_GOAL)}")
+    for i, stage in enumerate(sim.rollouts[0].stages or {}):
+        figures = Figures.median([Figures.of(r.stages[stage]) for r in sim.rollouts if r.stages])
+        print(f"{'breakdown' if i == 0 else '':<17}{stage:<34} {figures}")
     print(f"CPU per device   raw round trip: {_per_device([r.cost for r in sim.raw], sim.devices)}")
     print(f"                 convergence:    {_per_device([r.cost for r in sim.rollouts], sim.devices)}")
     return ratio
@@ -275,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="raw round trips and rollouts, each (default 2)")
     parser.add_argument("--heartbeat", type=float, default=30.0, help="the agents' heartbeat in seconds")
     parser.add_argument("--messages", type=int, default=30_000, help="ingest burst size")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="split convergence into stages with a subscriber on the broker")
     parser.add_argument("--no-throughput", action="store_true", help="skip the ingest and fan-out figures")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -288,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         pid = mosquitto.proc.proc.pid if mosquitto and mosquitto.proc.proc else None
         sim = simulate(stack.broker_url, stack.registry_host, stack.root,  # type: ignore[arg-type]
                        devices=args.devices, processes=processes, rounds=args.rounds, heartbeat=args.heartbeat,
-                       broker_pid=pid)
+                       broker_pid=pid, breakdown=args.breakdown)
     report(sim)
     if args.no_throughput:
         return
