@@ -2,7 +2,7 @@
 spread over several processes, against the real broker, registry and controller. Prints figures with
 their goals; asserts nothing about speed.
 
-    python -m bench.fleet_sim [--devices 1000] [--processes N] [--rounds 2] [--breakdown] [--no-throughput]
+    python -m bench.fleet_sim [--devices 1000] [--processes N] [--rounds 3] [--breakdown] [--no-throughput]
 
 raw round trip  the controller's broker adapter publishes one retained QoS 1 desired message to every
                 device, back to back; each device (the agent's MQTT adapter, same client id and session,
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=0,
                         help=f"simulator processes (default: one per {DEVICES_PER_PROCESS} devices)")
-    parser.add_argument("--rounds", type=int, default=2, help="raw round trips and rollouts, each (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="raw round trips and rollouts, each (default 3)")
     parser.add_argument("--heartbeat", type=float, default=30.0, help="the agents' heartbeat in seconds")
     parser.add_argument("--messages", type=int, default=30_000, help="ingest burst size")
     parser.add_argument("--breakdown", action="store_true",
