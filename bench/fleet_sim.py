@@ -146,7 +146,7 @@ class Simulation:
 
 
 def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 1000, processes: int = 4,
-             rounds: int = 2, platforms: tuple[str, ...] = PLATFORMS, heartbeat: float = 30.0, timeout: float = 300.0,
+             rounds: int = 3, platforms: tuple[str, ...] = PLATFORMS, heartbeat: float = 30.0, timeout: float = 300.0,
              broker_pid: int | None = None, breakdown: bool = False,
              progress=print) -> Simulation:  # type: ignore[no-untyped-def]
     """Run the raw round trips and the rollouts. Everything started here is stopped here, and the broker is
