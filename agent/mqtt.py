@@ -6,6 +6,7 @@ does not stampede a restarted broker. paho's network thread calls back into the 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import ssl
 import threading
@@ -60,7 +61,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._keepalive = keepalive
         self._connected = threading.Event()
-        self._leaving = False  # our own goodbye: the disconnect that follows is expected
+        self._stopping = False
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"tinyfleet-{device_id}",
                                   clean_session=False, protocol=paho.MQTTv311)
         self.client.enable_logger(None)
@@ -88,15 +89,23 @@ class MqttLink:
 
     def stop(self) -> None:
         """A clean goodbye: retained offline status, then disconnect (the will is not sent on a clean one)."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(topics.status(self.device_id), self._offline_payload, qos=1, retain=True)
             info.wait_for_publish(timeout=5)
-        self._leaving = True
         self.client.disconnect()
-        self.client.loop_stop()
+        # paho 2.2's network thread clears its own handle as it ends, which can race loop_stop()'s join
+        with contextlib.suppress(AttributeError):
+            self.client.loop_stop()
 
-    def publish_reported(self, payload: bytes) -> None:
+    def publish_reported(self, payload: bytes) -> bool:
+        """Hand a report to paho only once the broker has accepted the connection; False when not sent.
+        (Published from another thread while paho is still connecting, it can go out ahead of CONNECT:
+        a protocol error the broker drops us for. The caller sends its then-current report on connect.)"""
+        if not self.connected:
+            return False
         self.client.publish(topics.reported(self.device_id), payload, qos=1, retain=True)
+        return True
 
     def publish_health(self, payload: bytes) -> None:
         if self.connected:  # health is a snapshot: a stale one queued for later is worthless
@@ -119,10 +128,10 @@ class MqttLink:
     def _disconnected_cb(self, client: paho.Client, userdata: object, flags: object, reason: object,
                          properties: object) -> None:
         self._connected.clear()
-        if self._leaving:
+        if self._stopping:
             log.info("disconnected from broker", reason=str(reason))
-            return
-        log.warning("disconnected from broker; reconnecting with backoff", reason=str(reason))
+        else:
+            log.warning("disconnected from broker; reconnecting with backoff", reason=str(reason))
 
     def _message_cb(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         if message.topic == topics.desired(self.device_id):

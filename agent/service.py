@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import structlog
@@ -42,7 +42,7 @@ class _Inbox:
     """The newest desired payload; older unprocessed ones are superseded (level-triggered)."""
 
     payload: bytes | None = None
-    lock: threading.Lock = threading.Lock()
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one per inbox, not one shared by all
 
     def put(self, payload: bytes) -> None:
         with self.lock:
@@ -160,7 +160,8 @@ class Agent:
         body = replace(report, ts=None).to_dict()
         if body == self._last_report:
             return
-        self.link.publish_reported(protocol.encode(report))
+        if not self.link.publish_reported(protocol.encode(report)):
+            return  # not connected yet: the connection callback wakes the loop to send the report then current
         self._last_report = body
         phases = {a.name: a.phase.value for a in report.apps}
         log.info("reported", generation=report.generation, apps=phases, error=report.error)

@@ -123,6 +123,6 @@ class StateStore:
         with self._lock:
             new = change(self._state)
             if new != self._state:
-                write_atomically(self.path, json.dumps(_to_json(new), indent=1).encode())
+                write_atomically(self.path, json.dumps(_to_json(new), separators=(",", ":")).encode())
                 self._state = new
             return new

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from dataclasses import dataclass, field
 
 from agent import model
@@ -24,6 +25,20 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class WallClock(FakeClock):
+    """A clock that follows time.time(): for the fleet simulator, whose fake containers age in real time."""
+
+    def __init__(self) -> None:
+        pass  # no stored time to start from
+
+    @property
+    def now(self) -> float:  # type: ignore[override]
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        raise TypeError("a wall clock cannot be moved; use FakeClock in tests that step time")
 
 
 @dataclass

@@ -11,6 +11,7 @@ BENCHES = {
     "agent-apply": "bench.agent_apply",
     "agent-soak": "bench.agent_soak",
     "controller-ingest": "bench.controller_ingest",
+    "fleet-sim": "bench.fleet_sim",  # also prints controller-ingest's figures (runs it after the simulation)
 }
 
 
@@ -20,6 +21,7 @@ def main() -> int:
     args = parser.parse_args()
     for name in args.names or list(BENCHES):
         print(f"\n=== {name} ===", flush=True)
+        sys.argv = [f"bench {name}"]  # each benchmark's own argument parser sees its defaults, not our names
         importlib.import_module(BENCHES[name]).main()
     return 0
 

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -124,22 +125,36 @@ def _dropped(controller: Controller) -> float:
     return sum(s.value for s in controller.metrics.dropped.collect()[0].samples if s.name.endswith("_total"))
 
 
+@dataclass(frozen=True)
+class Throughput:
+    baseline_rate: float  # msg/s a bare paho subscriber received
+    ingest_rate: float  # msg/s the controller wrote
+    lost: float  # sent - written - dropped
+    fanout_devices: int
+    fanout_per_min: float  # devices whose desired state reached a subscriber, per minute
+
+
+def measure(devices: int = 1000, messages: int = 30_000, publishers: int = 4) -> Throughput:
+    """Both figures on a private broker of their own; prints them as it goes."""
+    root = Path(tempfile.mkdtemp(prefix="tfb", dir="/tmp"))
+    broker = Mosquitto(root / "mqtt").start()
+    try:
+        return run(broker, root, argparse.Namespace(devices=devices, messages=messages, publishers=publishers))
+    finally:
+        broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--publishers", type=int, default=4)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="tfb", dir="/tmp"))
-    broker = Mosquitto(root / "mqtt").start()
-    try:
-        run(broker, root, args)
-    finally:
-        broker.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    measure(args.devices, args.messages, args.publishers)
 
 
-def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> None:
+def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> Throughput:
     n, m = args.devices, args.messages
     print(f"{n} devices, {m} messages from {args.publishers} publisher processes, broker {broker.url}")
 
@@ -180,6 +195,7 @@ def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> None:
         desired.stop()
         print(f"fan-out   rollout to {known} devices in one batch: {desired.count} desired states at a subscriber "
               f"in {elapsed:.2f} s = {desired.count / elapsed * 60:,.0f} devices/min (goal >= 10,000)")
+        return Throughput(raw_rate, rate, m - written, known, desired.count / elapsed * 60)
     finally:
         controller.stop()
 

@@ -26,3 +26,17 @@ def cpu_percent(pid: int, seconds: float) -> float:
     start_cpu, start = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     return 100.0 * (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start)
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (0..1), from /proc/stat: how loaded the machine is."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)

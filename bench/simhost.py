@@ -1,0 +1,186 @@
+"""One process of the fleet simulator: a few hundred simulated devices, driven by commands from the
+parent over a pipe (see bench.simfleet).
+
+A simulated device is the real `agent.service.Agent` - its MQTT adapter, intake, planner, executor,
+reports and health thread - with `FakeEngine` and `FakeRegistry` (agent/testing.py) in place of Docker
+and the registry, on a wall clock, with its own state directory. For the raw round-trip baseline the
+same devices run only the agent's MQTT adapter (same client id, session and paho settings) wired to a
+trivial echo: desired payload in, the same bytes out on the reported topic, no agent logic.
+
+paho's network loop uses select(), which fails on file descriptors above 1023; every client holds
+three (its socket and a wake-up socket pair), so one process hosts at most MAX_DEVICES of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+import protocol
+from agent import __version__, logs
+from agent.config import AgentConfig
+from agent.mqtt import BrokerAddress, MqttLink
+from agent.service import Agent
+from agent.testing import FakeEngine, FakeImage, FakeRegistry, WallClock
+from oci.platform import Platform
+from protocol import Status, topics
+from protocol.topics import Channel
+
+MAX_DEVICES = 300  # x 3 descriptors, under select()'s 1024 with room for pipes and state files
+# Hundreds of threads in one interpreter: at the default 5 ms every thread waiting for the GIL wakes 200
+# times a second: a rollout (all agents busy at once) cost 2-2.5x the CPU per agent at 250 agents per
+# process, and four such processes on two cores missed their keepalives. A board runs one agent per
+# interpreter; agents give the GIL up at every syscall anyway, so a long forced-switch interval costs
+# them nothing.
+GIL_SWITCH_S = 0.05
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (children such as Mosquitto inherit it). Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class SimHost:
+    def __init__(self, broker: str, devices: list[tuple[str, str]], state_root: Path, heartbeat: float) -> None:
+        if len(devices) > MAX_DEVICES:
+            raise ValueError(f"{len(devices)} devices in one process; at most {MAX_DEVICES} (select() limit)")
+        self.broker = broker
+        self.devices = devices
+        self.state_root = state_root
+        self.heartbeat = heartbeat
+        self.registry = FakeRegistry()  # shared: read-only while agents run (images are added between rollouts)
+        self.clock = WallClock()
+        self.echoes: list[MqttLink] = []
+        self.agents: list[Agent] = []
+        self.threads: list[threading.Thread] = []
+
+    # -- raw baseline -----------------------------------------------------------------------------
+
+    def echo_start(self, timeout: float) -> int:
+        address = BrokerAddress.parse(self.broker)
+        links: dict[str, MqttLink] = {}
+
+        def echo(device_id: str, payload: bytes) -> None:
+            if payload:  # an empty payload is the retained copy being cleared
+                links[device_id].publish_reported(payload)
+
+        def status(device_id: str, platform: str, online: bool) -> bytes:  # what the agent says on these topics
+            return protocol.encode(Status(device_id, online, round(time.time(), 3), __version__, platform))
+
+        for device_id, platform in self.devices:
+            links[device_id] = MqttLink(
+                device_id, address, online_payload=functools.partial(status, device_id, platform, True),
+                offline_payload=status(device_id, platform, False), on_desired=functools.partial(echo, device_id),
+                on_connected=lambda: None)
+        self.echoes = list(links.values())
+        for link in self.echoes:
+            link.start()
+        return self._connected([link.wait_connected for link in self.echoes], timeout)
+
+    def echo_stop(self) -> int:
+        for link in self.echoes:
+            link.stop()
+        stopped = len(self.echoes)
+        self.echoes.clear()
+        return stopped
+
+    # -- simulated agents -------------------------------------------------------------------------
+
+    def publish_images(self, images: dict[str, list[str]]) -> int:
+        """Make the fake registry serve each image (repo@index digest) for the given platforms."""
+        for image, platforms in images.items():
+            self.registry.publish(image, {p: FakeImage(Platform.parse(p), healthcheck=False) for p in platforms})
+        return len(self.registry.images)
+
+    def agents_start(self, timeout: float) -> int:
+        for device_id, platform in self.devices:
+            config = AgentConfig(device_id=device_id, broker=self.broker, state_dir=self.state_root / device_id,
+                                 heartbeat_seconds=self.heartbeat, settle_seconds=0.0, deadline_seconds=60.0)
+            engine = FakeEngine(self.registry, self.clock)
+            agent = Agent(config, device_id, Platform.parse(platform), engine, self.registry)
+            thread = threading.Thread(target=agent.run, name=f"agent-{device_id}", daemon=True)
+            self.agents.append(agent)
+            self.threads.append(thread)
+            thread.start()
+        return self._connected([agent.link.wait_connected for agent in self.agents], timeout)
+
+    def agents_stop(self) -> int:
+        for agent in self.agents:
+            agent.stop()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        alive = sum(t.is_alive() for t in self.threads)
+        if alive:
+            raise RuntimeError(f"{alive} simulated agents did not stop within 15 s")
+        stopped = len(self.agents)
+        self.agents.clear()
+        self.threads.clear()
+        return stopped
+
+    def forget(self, timeout: float) -> int:
+        """Leave nothing of these devices on the broker: retained messages removed, persistent sessions
+        ended (a clean-session connect with each client id). For brokers shared with other tests."""
+        address = BrokerAddress.parse(self.broker)
+        for device_id, _ in self.devices:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"tinyfleet-{device_id}", clean_session=True,
+                                 protocol=paho.MQTTv311)
+            client.connect(address.host, address.port)
+            client.loop_start()
+            try:
+                infos = [client.publish(topics.topic(device_id, channel), b"", qos=1, retain=True)
+                         for channel in (Channel.STATUS, Channel.REPORTED, Channel.DESIRED)]
+                for info in infos:
+                    info.wait_for_publish(timeout)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+        return len(self.devices)
+
+    def usage(self) -> dict[str, float]:
+        times = os.times()
+        return {"cpu_s": times.user + times.system, "threads": threading.active_count()}
+
+    @staticmethod
+    def _connected(waits: list, timeout: float) -> int:  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        return sum(wait(max(0.0, deadline - time.monotonic())) for wait in waits)
+
+    def close(self) -> int:
+        return self.echo_stop() + self.agents_stop()
+
+
+def serve(conn: Connection, broker: str, devices: list[tuple[str, str]], state_root: str, heartbeat: float) -> None:
+    """The worker's main: run commands (method name, args) until `close`; reply ("ok", result) or
+    ("error", text) to each."""
+    logs.configure("warning", json=True)  # a thousand agents at info level would measure the terminal
+    logging.getLogger("paho").setLevel(logging.CRITICAL)  # its loop's race with disconnect() at teardown is noise
+    raise_fd_limit()
+    sys.setswitchinterval(GIL_SWITCH_S)
+    host = SimHost(broker, devices, Path(state_root), heartbeat)
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:  # the parent went away
+            host.close()
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", getattr(host, command)(*args))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the run with it
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        conn.send(reply)
+        if command == "close":
+            return

@@ -1,0 +1,59 @@
+"""A plain subscriber on the broker that notes, per device, when its desired state went by and when its
+first report of the app running at a given image went by: with the controller's own timestamps, this
+splits a convergence into controller publish -> agent -> controller. It adds one subscriber (two
+messages per device), so the simulator uses it only when asked (`--breakdown`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.mqtt import BrokerAddress
+from protocol import ProtocolError, ReportedState, decode, topics
+from protocol.messages import Phase
+from protocol.topics import Channel
+
+
+class Wiretap:
+    def __init__(self, broker_url: str) -> None:
+        address = BrokerAddress.parse(broker_url)
+        self.desired: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.image: str | None = None
+        self._lock = threading.Lock()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"tinyfleet-bench-tap-{uuid.uuid4().hex[:8]}")
+        self._client.on_message = self._message
+        self._client.connect(address.host, address.port)
+        self._client.subscribe([(topics.subscription(Channel.DESIRED), 0), (topics.subscription(Channel.REPORTED), 0)])
+        self._client.loop_start()
+
+    def watch(self, image: str) -> None:
+        """Forget what was seen; from now on note reports of the app running `image`."""
+        with self._lock:
+            self.desired, self.running, self.image = {}, {}, image
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.time()
+        if msg.retain or not msg.payload:
+            return  # history from before the watch
+        try:
+            device_id, channel = topics.parse(msg.topic)
+            if channel == Channel.DESIRED:
+                with self._lock:
+                    self.desired.setdefault(device_id, now)
+                return
+            report = decode(msg.payload, ReportedState)
+        except ProtocolError:
+            return
+        assert isinstance(report, ReportedState)
+        if any(a.phase == Phase.RUNNING and a.current_image == self.image for a in report.apps):
+            with self._lock:
+                self.running.setdefault(device_id, now)
