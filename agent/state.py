@@ -22,6 +22,7 @@ import structlog
 import protocol
 from agent.model import AppMemory, Failure, Resolved
 from protocol import DesiredState, Phase
+from protocol.codec import SCHEMA_VERSION
 
 log = structlog.get_logger("agent.state")
 FORMAT = 1
@@ -49,7 +50,8 @@ def _to_json(state: AgentState) -> dict[str, Any]:
                 "promoted": m.promoted, "last_restart_at": m.last_restart_at, "agent_restarts": m.agent_restarts}
 
     return {"format": FORMAT, "accepted_generation": state.accepted_generation,
-            "desired": json.loads(protocol.encode(state.desired)) if state.desired else None,
+            "desired": {"v": SCHEMA_VERSION, "kind": "desired", "body": state.desired.to_dict(), "sig": None}
+            if state.desired else None,
             "rejection": list(state.rejection) if state.rejection else None,
             "memory": {name: memory(m) for name, m in sorted(state.memory.items())},
             "pulled": sorted(state.pulled)}

@@ -27,6 +27,7 @@ from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutSta
 from controller.selector import Selector
 from controller.store import Store
 
+GATHER_S = 0.02
 log = structlog.get_logger("controller.engine")
 Outbox = list[tuple[str, int, bytes]]
 
@@ -111,7 +112,8 @@ class Engine:
 
     def run(self, stop: threading.Event, interval: float) -> None:
         while not stop.is_set():
-            self.wake.wait(interval)
+            if self.wake.wait(interval):
+                stop.wait(GATHER_S)  # reports arrive in bursts: let the burst land, then make one pass
             self.wake.clear()
             if stop.is_set():
                 return

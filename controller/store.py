@@ -18,6 +18,7 @@ n+1 inside one transaction. A database newer than this code is refused rather th
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -487,4 +488,11 @@ def _release(row: tuple[Any, ...]) -> Release:
 
 
 def _loads(text: str | None) -> dict[str, Any] | None:
-    return json.loads(text) if text else None
+    return _parse(text) if text else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse(text: str) -> dict[str, Any]:
+    """Parsed documents are shared between passes (read-only!): the rollout engine reads thousands of
+    device reports per pass, and most have not changed since the last one."""
+    return json.loads(text)

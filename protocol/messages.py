@@ -135,8 +135,12 @@ class AppSpec:
 
     def spec_hash(self) -> str:
         """A short, stable hash of everything that shapes the container; a change means re-create."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_spec_hash")  # computed once: a plan asks for it many times per pass
+        if cached is None:
+            canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            cached = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_spec_hash", cached)
+        return cached
 
     @classmethod
     def read(cls, r: Reader) -> AppSpec:
