@@ -27,6 +27,7 @@ from controller.cli.views import devices_table, rollout_view
 from controller.client import ApiClient
 from controller.sandbox import binaries
 from controller.sandbox.agents import AgentProcess
+from controller.sandbox.peer import FleetPeer
 from controller.sandbox.stack import Stack
 from controller.service import Controller, ControllerConfig
 from oci import pack
@@ -184,6 +185,11 @@ class Demo:
     def stop_boards(self, stack: Stack) -> None:
         for agent in self.agents:
             agent.stop()
+        with contextlib.suppress(OSError):  # leave no retained trace on a borrowed broker
+            peer = FleetPeer(stack.broker_url)  # type: ignore[arg-type]
+            for agent in self.agents:
+                peer.clear(agent.device_id)
+            peer.close()
         with contextlib.suppress(docker.errors.DockerException):
             client = docker.DockerClient(base_url=stack.docker_host)
             for agent in self.agents:  # only this demo's containers, also on a borrowed engine

@@ -3,6 +3,9 @@ here on the session's broker, registry and engine, as the demo allows."""
 
 from __future__ import annotations
 
+import time
+
+from controller.sandbox.peer import FleetPeer
 from tests.support.cli import tinyfleet
 
 
@@ -17,3 +20,9 @@ def test_demo_rolls_out_v1_v2_and_rolls_back_a_broken_v3(mosquitto, registry, do
         assert needle in out, needle
     leftovers = dockerd.client().containers.list(all=True, filters={"label": "io.tinyfleet.device=demo-pi4-arm64"})
     assert leftovers == [], "the demo cleans up its containers"
+    peer = FleetPeer(mosquitto.url)
+    try:
+        time.sleep(1)  # retained messages arrive right after subscribing
+        assert not [d for d in peer.status if d.startswith("demo-")], "no retained status left on the broker"
+    finally:
+        peer.close()
