@@ -67,6 +67,7 @@ class Executor:
     def do_pull(self, step: s.Pull) -> None:
         self.engine.pull(step.pull_ref, Platform.parse(step.platform))
         self.store.update(lambda st: replace(st, pulled=st.pulled | {step.pull_ref}))
+        self.store.flush()  # a pull took long and must be pruned one day: don't lose it to a crash
 
     def do_create(self, step: s.Create) -> None:
         labels = {
@@ -96,6 +97,7 @@ class Executor:
         failure = Failure(step.spec_hash, step.image, step.phase, step.reason, self.clock())
         log.warning("app failed", app=step.app, image=step.image, phase=step.phase.value, reason=step.reason)
         self.store.update(lambda st: st.with_app(step.app, failure=failure))
+        self.store.flush()  # a version that failed here must not be tried again after a crash
 
     def do_promote(self, step: s.Promote) -> None:
         self.store.update(lambda st: st.with_app(step.app, promoted=step.spec_hash))

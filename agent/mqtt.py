@@ -83,20 +83,29 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def start(self) -> None:
+    def start(self, own_thread: bool = True) -> None:
+        """Connect in the background. Without `own_thread` the caller drives the socket (paho's external
+        loop: loop_read / loop_write / loop_misc), as the fleet simulator does for hundreds of links."""
+        self._own_thread = own_thread
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive)
-        self.client.loop_start()
+        if own_thread:
+            self.client.loop_start()
+        else:
+            self.client.reconnect()
 
     def stop(self) -> None:
         """A clean goodbye: retained offline status, then disconnect (the will is not sent on a clean one)."""
         self._stopping = True
+        own_thread = getattr(self, "_own_thread", True)
         if self.connected:
             info = self.client.publish(topics.status(self.device_id), self._offline_payload, qos=1, retain=True)
-            info.wait_for_publish(timeout=5)
+            if own_thread:
+                info.wait_for_publish(timeout=5)
         self.client.disconnect()
-        # paho 2.2's network thread clears its own handle as it ends, which can race loop_stop()'s join
-        with contextlib.suppress(AttributeError):
-            self.client.loop_stop()
+        if own_thread:
+            # paho 2.2's network thread clears its own handle as it ends, which can race loop_stop()'s join
+            with contextlib.suppress(AttributeError):
+                self.client.loop_stop()
 
     def publish_reported(self, payload: bytes) -> bool:
         """Hand a report to paho only once the broker has accepted the connection; False when not sent.

@@ -69,7 +69,8 @@ class Reconciler:
                      memory=state.memory, pulled=state.pulled)
 
     def reconcile(self) -> Outcome:
-        self.last = self._reconcile()
+        with self.store.batch():  # one state write per reconcile, plus the ones steps ask for
+            self.last = self._reconcile()
         return self.last
 
     def _reconcile(self) -> Outcome:

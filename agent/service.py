@@ -117,6 +117,37 @@ class Agent:
         self.stopping.set()
         self.wake.set()
 
+    # -- driven by a host instead (the fleet simulator runs hundreds of agents on one thread) ------
+
+    def begin(self) -> None:
+        """Connect without threads of its own; the host drives the link's socket and calls pump()."""
+        self._due: float | None = 0.0
+        self._failures = 0
+        self.link.start(own_thread=False)
+
+    def pump(self, now: float) -> None:
+        """What one turn of run()'s loop does, once, if a message woke the agent or a deadline came:
+        reconcile and report, then note when to look again (backing off after a transient error)."""
+        if not self.wake.is_set() and (self._due is None or now < self._due):
+            return
+        self.wake.clear()
+        outcome = self._attempt()
+        self._failures = self._failures + 1 if outcome.transient else 0
+        backoff = min(60.0, 2.0 ** self._failures) if self._failures else None
+        candidates = [t for t in (outcome.wake_at, now + backoff if backoff else None,
+                                  now + self.config.heartbeat_seconds) if t is not None]
+        self._due = min(candidates)
+
+    def beat(self) -> None:
+        """One health message (what the housekeeping thread sends every heartbeat)."""
+        try:
+            self.link.publish_health(protocol.encode(self.probe.sample(self.engine.ping())))
+        except Exception:  # noqa: BLE001 - a failed sample must never stop the caller
+            log.exception("health sample failed")
+
+    def end(self) -> None:
+        self.link.stop()
+
     def _sleep(self, seconds: float) -> None:
         self.wake.wait(seconds)
         self.wake.clear()
@@ -180,9 +211,5 @@ class Agent:
                 self.notifier.watchdog()
             if now >= next_health:
                 next_health = now + self.config.heartbeat_seconds
-                try:
-                    sample = self.probe.sample(self.engine.ping())
-                    self.link.publish_health(protocol.encode(sample))
-                except Exception:  # noqa: BLE001 - a failed sample must never end the housekeeping thread
-                    log.exception("health sample failed")
+                self.beat()
             self.stopping.wait(min(interval, max(0.1, next_health - time.monotonic())))

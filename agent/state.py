@@ -8,11 +8,12 @@ document arrives again from the broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,18 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 class StateStore:
-    """Thread-safe holder of the current AgentState; every change is persisted before it is visible."""
+    """Thread-safe holder of the current AgentState. Outside a batch every change is persisted before it
+    is visible. Inside `batch()` (one reconcile) changes are visible at once and written together at the
+    end - on an SD card each write is an fsync - and `flush()` writes early what must survive a crash
+    (a pull, a failure)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "state.json"
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._state = self._load()
+        self._batching = 0
+        self._dirty = False
 
     def _load(self) -> AgentState:
         if not self.path.exists():
@@ -125,6 +131,37 @@ class StateStore:
         with self._lock:
             new = change(self._state)
             if new != self._state:
-                write_atomically(self.path, json.dumps(_to_json(new), separators=(",", ":")).encode())
-                self._state = new
+                if self._batching:
+                    self._state, self._dirty = new, True
+                else:
+                    self._write(new)
             return new
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._lock:
+            self._batching += 1
+            try:
+                yield
+            except Exception:
+                self._end_batch()
+                raise
+            except BaseException:  # the process is going down as if killed: nothing more is written
+                self._batching -= 1
+                raise
+            else:
+                self._end_batch()
+
+    def _end_batch(self) -> None:
+        self._batching -= 1
+        if not self._batching:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._write(self._state)
+
+    def _write(self, state: AgentState) -> None:
+        write_atomically(self.path, json.dumps(_to_json(state), separators=(",", ":")).encode())
+        self._state, self._dirty = state, False

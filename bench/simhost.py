@@ -20,6 +20,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from agent.config import AgentConfig
 from agent.mqtt import BrokerAddress, MqttLink
 from agent.service import Agent
 from agent.testing import FakeEngine, FakeImage, FakeRegistry, WallClock
+from bench.simloop import Loop
 from oci.platform import Platform
 from protocol import Status, topics
 from protocol.topics import Channel
@@ -55,8 +57,9 @@ def raise_fd_limit() -> int:
 
 
 class SimHost:
-    def __init__(self, broker: str, devices: list[tuple[str, str]], state_root: Path, heartbeat: float) -> None:
-        if len(devices) > MAX_DEVICES:
+    def __init__(self, broker: str, devices: list[tuple[str, str]], state_root: Path, heartbeat: float,
+                 threads: bool = False) -> None:
+        if threads and len(devices) > MAX_DEVICES:
             raise ValueError(f"{len(devices)} devices in one process; at most {MAX_DEVICES} (select() limit)")
         self.broker = broker
         self.devices = devices
@@ -67,6 +70,9 @@ class SimHost:
         self.echoes: list[MqttLink] = []
         self.agents: list[Agent] = []
         self.threads: list[threading.Thread] = []
+        # By default one network loop drives every link and agent (bench.simloop); with `threads` each agent
+        # runs as on a board, with its own paho thread and housekeeping thread (measures thread overhead).
+        self.loop = None if threads else Loop(heartbeat)
 
     # -- raw baseline -----------------------------------------------------------------------------
 
@@ -87,13 +93,31 @@ class SimHost:
                 offline_payload=status(device_id, platform, False), on_desired=functools.partial(echo, device_id),
                 on_connected=lambda: None)
         self.echoes = list(links.values())
-        for link in self.echoes:
-            link.start()
+        if self.loop is None:
+            for link in self.echoes:
+                link.start()
+        else:
+            self.loop.call(self._start_links, self.echoes)
         return self._connected([link.wait_connected for link in self.echoes], timeout)
 
+    def _start_links(self, links: list[MqttLink]) -> None:
+        for link in links:
+            self.loop.attach(link)  # type: ignore[union-attr]
+            link.start(own_thread=False)
+
+    def _drain(self, stop: Callable[[], None]) -> None:
+        """Stop links on the loop's thread, let it write their goodbyes, then let go of them."""
+        assert self.loop is not None
+        self.loop.call(stop)
+        time.sleep(0.5)
+        self.loop.call(self.loop.detach_all)
+
     def echo_stop(self) -> int:
-        for link in self.echoes:
-            link.stop()
+        if self.loop is None:
+            for link in self.echoes:
+                link.stop()
+        elif self.echoes:
+            self._drain(lambda: [link.stop() for link in self.echoes])
         stopped = len(self.echoes)
         self.echoes.clear()
         return stopped
@@ -112,13 +136,25 @@ class SimHost:
                                  heartbeat_seconds=self.heartbeat, settle_seconds=0.0, deadline_seconds=60.0)
             engine = FakeEngine(self.registry, self.clock)
             agent = Agent(config, device_id, Platform.parse(platform), engine, self.registry)
-            thread = threading.Thread(target=agent.run, name=f"agent-{device_id}", daemon=True)
             self.agents.append(agent)
-            self.threads.append(thread)
-            thread.start()
+            if self.loop is None:
+                thread = threading.Thread(target=agent.run, name=f"agent-{device_id}", daemon=True)
+                self.threads.append(thread)
+                thread.start()
+        if self.loop is not None:
+            self.loop.call(self._begin_agents)
         return self._connected([agent.link.wait_connected for agent in self.agents], timeout)
 
+    def _begin_agents(self) -> None:
+        assert self.loop is not None
+        for agent in self.agents:
+            self.loop.attach(agent.link)
+            agent.begin()
+            self.loop.agents.append(agent)
+
     def agents_stop(self) -> int:
+        if self.loop is not None and self.agents:
+            self._drain(lambda: [agent.end() for agent in self.agents])
         for agent in self.agents:
             agent.stop()
         for thread in self.threads:
@@ -160,7 +196,10 @@ class SimHost:
         return sum(wait(max(0.0, deadline - time.monotonic())) for wait in waits)
 
     def close(self) -> int:
-        return self.echo_stop() + self.agents_stop()
+        stopped = self.echo_stop() + self.agents_stop()
+        if self.loop is not None:
+            self.loop.close()
+        return stopped
 
 
 def serve(conn: Connection, broker: str, devices: list[tuple[str, str]], state_root: str, heartbeat: float) -> None:

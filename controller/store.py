@@ -102,6 +102,7 @@ class Store:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         self._depth = 0
+        self._releases: dict[int, Release] = {}
         self._migrate()
 
     def close(self) -> None:
@@ -127,6 +128,7 @@ class Store:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._releases.clear()  # a release read back inside the transaction may not exist now
                 raise
             else:
                 self._db.execute("COMMIT")
@@ -363,8 +365,14 @@ class Store:
         return self.release(new_id)  # type: ignore[return-value]
 
     def release(self, release_id: int) -> Release | None:
-        row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE id = ?", (release_id,))
-        return _release(row) if row else None
+        # Releases never change once created: a rollout materialises thousands of documents from one.
+        cached = self._releases.get(release_id)
+        if cached is None:
+            row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE id = ?", (release_id,))
+            if row is None:
+                return None
+            cached = self._releases.setdefault(release_id, _release(row))
+        return cached
 
     def releases(self, app: str | None = None, limit: int = 100) -> list[Release]:
         rows = self._rows(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE ? IS NULL OR app = ? "

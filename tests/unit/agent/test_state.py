@@ -60,3 +60,31 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: 
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_batch_writes_once_at_its_end_and_flush_writes_early(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.batch():
+        store.update(lambda st: replace(st, accepted_generation=1))
+        assert store.current.accepted_generation == 1 and not store.path.exists()
+        store.update(lambda st: replace(st, accepted_generation=2))
+        store.flush()
+        assert StateStore(tmp_path).current.accepted_generation == 2
+        store.update(lambda st: replace(st, accepted_generation=3))
+    assert StateStore(tmp_path).current.accepted_generation == 3
+
+
+def test_a_batch_cut_short_like_a_kill_writes_nothing_more(tmp_path: Path) -> None:
+    class Killed(BaseException):
+        pass
+
+    store = StateStore(tmp_path)
+    store.update(lambda st: replace(st, accepted_generation=1))
+    with pytest.raises(Killed), store.batch():
+        store.update(lambda st: replace(st, accepted_generation=2))
+        raise Killed
+    assert StateStore(tmp_path).current.accepted_generation == 1
+    with pytest.raises(ValueError), store.batch():  # an ordinary error still keeps what was learned
+        store.update(lambda st: replace(st, accepted_generation=5))
+        raise ValueError("boom")
+    assert StateStore(tmp_path).current.accepted_generation == 5
