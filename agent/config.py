@@ -32,6 +32,7 @@ from agent.errors import ConfigError
 from oci.platform import Platform
 from oci.registry import Credentials
 from protocol import ProtocolError
+from protocol.broker import BrokerAddress
 from protocol.topics import validate_device_id
 
 DEFAULT_PATH = Path("/etc/tinyfleet/agent.toml")
@@ -129,6 +130,7 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
     if not values.get("broker"):
         raise ConfigError("no broker configured: set broker in the config file, TINYFLEET_BROKER or --broker")
     try:
+        BrokerAddress.parse(values["broker"])  # refused here, with the rest of the configuration
         device_id = validate_device_id(values["device_id"]) if values.get("device_id") else None
         platform = Platform.parse(values["platform"]) if values.get("platform") else None
     except (ProtocolError, ValueError) as exc:

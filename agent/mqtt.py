@@ -10,43 +10,16 @@ import contextlib
 import random
 import ssl
 import threading
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.errors import ConfigError
 from protocol import topics
+from protocol.broker import BrokerAddress
 
 log = structlog.get_logger("agent.mqtt")
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-    def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
-        return f"BrokerAddress({'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port})"
-
-    @classmethod
-    def parse(cls, url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError(f"broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {parts.scheme}://…")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"broker port is not valid: {exc}") from exc
-        return cls(parts.hostname, port, parts.scheme == "mqtts",
-                   username or (urllib.parse.unquote(parts.username) if parts.username else None),
-                   password or (urllib.parse.unquote(parts.password) if parts.password else None))
 
 
 class MqttLink:
@@ -130,7 +103,7 @@ class MqttLink:
         client.publish(topics.status(self.device_id), self._online_payload(), qos=1, retain=True)
         client.subscribe(topics.desired(self.device_id), qos=1)
         self._connected.set()
-        log.info("connected to broker", broker=repr(self.broker),
+        log.info("connected to broker", broker=str(self.broker),
                  session_present=getattr(flags, "session_present", None))
         self._on_connected()
 

@@ -22,12 +22,13 @@ from agent.config import AgentConfig
 from agent.executor import Engine, Verifier
 from agent.health import HealthProbe
 from agent.intake import intake
-from agent.mqtt import BrokerAddress, MqttLink
+from agent.mqtt import MqttLink
 from agent.reconciler import Outcome, Reconciler, Settings
 from agent.sdnotify import Notifier
 from agent.state import StateStore
 from oci.platform import Platform
 from protocol import HealthPolicy, Status
+from protocol.broker import BrokerAddress
 
 log = structlog.get_logger("agent.service")
 STUCK_AFTER_S = 1800  # stop feeding the watchdog if the loop makes no progress this long (longer than a pull)
@@ -94,7 +95,7 @@ class Agent:
 
     def run(self) -> None:
         log.info("agent starting", device_id=self.device_id, platform=str(self.platform), version=__version__,
-                 broker=repr(self.link.broker), state_dir=str(self.config.state_dir))
+                 broker=str(self.link.broker), state_dir=str(self.config.state_dir))
         self.link.start()
         housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         housekeeping.start()

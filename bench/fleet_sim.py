@@ -46,10 +46,10 @@ from bench.simfleet import SimFleet, device_ids
 from bench.simhost import GIL_SWITCH_S, raise_fd_limit
 from bench.wiretap import Wiretap
 from controller.client import ApiClient
-from controller.mqtt import BrokerAddress
 from controller.sandbox.stack import Stack
 from controller.service import Controller, ControllerConfig
 from protocol import AppSpec, DesiredState, HealthPolicy
+from protocol.broker import BrokerAddress
 from protocol.codec import encode
 
 APP = "hello"

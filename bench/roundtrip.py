@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.mqtt import BrokerAddress, MqttLink
+from controller.mqtt import MqttLink
 from protocol import topics
+from protocol.broker import BrokerAddress
 from protocol.errors import ProtocolError
 from protocol.topics import Channel
 

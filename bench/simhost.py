@@ -31,12 +31,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 import protocol
 from agent import __version__, logs
 from agent.config import AgentConfig
-from agent.mqtt import BrokerAddress, MqttLink
+from agent.mqtt import MqttLink
 from agent.service import Agent
 from agent.testing import FakeEngine, FakeImage, FakeRegistry, WallClock
 from bench.simloop import Loop
 from oci.platform import Platform
 from protocol import Status, topics
+from protocol.broker import BrokerAddress
 from protocol.topics import Channel
 
 MAX_DEVICES = 300  # x 3 descriptors, under select()'s 1024 with room for pipes and state files

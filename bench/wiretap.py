@@ -12,8 +12,8 @@ import uuid
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.mqtt import BrokerAddress
 from protocol import ProtocolError, ReportedState, decode, topics
+from protocol.broker import BrokerAddress
 from protocol.messages import Phase
 from protocol.topics import Channel
 

@@ -12,48 +12,19 @@ from __future__ import annotations
 
 import ssl
 import threading
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.errors import InvalidRequest
 from protocol import topics
+from protocol.broker import BrokerAddress
 from protocol.topics import Channel
 
 log = structlog.get_logger("controller.mqtt")
 SUBSCRIPTIONS = [(topics.subscription(Channel.REPORTED), 1), (topics.subscription(Channel.STATUS), 1),
                  (topics.subscription(Channel.HEALTH), 0)]
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # never in a log line
-
-    @classmethod
-    def parse(cls, url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:
-        """mqtt://host[:port] or mqtts://host[:port]; credentials come separately, never in the URL."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise InvalidRequest(f"broker URL {url!r} must look like mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        if parts.username or parts.password:
-            raise InvalidRequest("put broker credentials in --broker-username and --broker-password-file, "
-                                 "not in the URL (URLs end up in logs and process lists)")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError as exc:
-            raise InvalidRequest(f"broker URL {url!r}: {exc}") from exc
-        return cls(parts.hostname, port, parts.scheme == "mqtts", username, password)
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class MqttLink:

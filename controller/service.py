@@ -30,11 +30,12 @@ from controller.errors import InvalidRequest
 from controller.fleet import Fleet
 from controller.ingest import Ingest
 from controller.metrics import Metrics
-from controller.mqtt import BrokerAddress, MqttLink
+from controller.mqtt import MqttLink
 from controller.publisher import Publisher
 from controller.releases import Releases
 from controller.store import Store
 from oci.registry import Credentials, RegistryClient
+from protocol.broker import BrokerAddress
 
 log = structlog.get_logger("controller.service")
 
@@ -84,7 +85,8 @@ class Controller:
     def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.broker = BrokerAddress.parse(config.broker, config.broker_username, config.broker_password)
+        self.broker = BrokerAddress.parse(config.broker, config.broker_username, config.broker_password,
+                                          credentials_in_url=False)
         self.listen = parse_listen(config.listen)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -37,6 +37,7 @@ def test_precedence(tmp_path: Path) -> None:
     ('broker = "mqtt://x"\nplatform = "linux/"\n', {}, "OS/ARCH"),
     ('broker = "mqtt://x"\n', {"TINYFLEET_MAX_IMAGE_BYTES": "lots"}, "must be a number"),
     ('broker = [', {}, "cannot read"),
+    ('broker = "http://broker.example.com"\n', {}, "must look like mqtt://"),
 ])
 def test_bad_configuration_is_refused_clearly(tmp_path: Path, text: str, env: dict, problem: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError, match=problem):

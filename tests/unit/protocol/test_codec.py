@@ -222,3 +222,24 @@ def test_bad_topics_are_refused(topic: str) -> None:
 def test_bad_device_ids_cannot_build_topics(device_id: str) -> None:
     with pytest.raises(ProtocolError):
         topics.desired(device_id)
+
+
+# --- broker addresses ---------------------------------------------------------------------------
+
+def test_broker_addresses_parse_with_defaults_and_keep_secrets_out_of_repr() -> None:
+    from protocol.broker import BrokerAddress
+    a = BrokerAddress.parse("mqtts://ops:s3cret@fleet.example.com")
+    assert (a.host, a.port, a.tls, a.username, a.password) == ("fleet.example.com", 8883, True, "ops", "s3cret")
+    assert "s3cret" not in repr(a) and str(a) == "mqtts://fleet.example.com:8883"
+    assert BrokerAddress.parse("mqtt://127.0.0.1", "dev", "pw").port == 1883
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://x", "must look like"), ("mqtt://", "must look like"), ("mqtt://x:99999", "port"),
+    ("mqtt://u:pw@x", "not in the URL"),
+])
+def test_bad_broker_addresses_are_refused(url: str, problem: str) -> None:
+    from protocol.broker import BrokerAddress
+    with pytest.raises(ProtocolError, match=problem) as caught:
+        BrokerAddress.parse(url, credentials_in_url=False)
+    assert "pw" not in str(caught.value)
