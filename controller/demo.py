@@ -27,12 +27,10 @@ from controller.cli.views import devices_table, rollout_view
 from controller.client import ApiClient
 from controller.sandbox import binaries
 from controller.sandbox.agents import AgentProcess
+from controller.sandbox.images import publish_demo
 from controller.sandbox.peer import FleetPeer
 from controller.sandbox.stack import Stack
 from controller.service import Controller, ControllerConfig
-from oci import pack
-from oci.reference import ImageReference
-from oci.registry import RegistryClient
 
 log = structlog.get_logger("controller.demo")
 APP = "hello"
@@ -44,15 +42,14 @@ ROLLOUT_TIMEOUT_S = 420.0
 @dataclass(frozen=True)
 class Version:
     tag: str
-    env: tuple[tuple[str, str], ...]
     note: str
+    broken: bool = False  # its health check fails
 
 
 VERSIONS = (
-    Version("1.0", (("TINYHELLO_VERSION", "1"),), "first release, to every board at once"),
-    Version("2.0", (("TINYHELLO_VERSION", "2"),), "canary first, then one board per batch"),
-    Version("3.0", (("TINYHELLO_VERSION", "3"), ("TINYHELLO_HEALTH", "fail")),
-            "broken: fails its health check; the canary rolls back and the rollout aborts itself"),
+    Version("1.0", "first release, to every board at once"),
+    Version("2.0", "canary first, then one board per batch"),
+    Version("3.0", "broken: fails its health check; the canary rolls back and the rollout aborts itself", broken=True),
 )
 
 
@@ -126,13 +123,12 @@ class Demo:
         built = binaries.build(stack.root / "bin")
         refs = []
         for version in VERSIONS:
-            ref = ImageReference.parse(f"{stack.registry_host}/{self.options.prefix}/{APP}:{version.tag}")
-            packed = pack.build(pack.PackSpec(binaries=built, env=(*version.env, ("TINYHELLO_INTERVAL", "5")),
-                                              healthcheck="/app health", health_interval_s=1.0))
-            digest = pack.push(RegistryClient(), ref, packed)
-            self.outcome.sizes[version.tag] = {str(p): size for p, size in packed.sizes.items()}
-            refs.append(str(ref))
-            log.info("pushed", ref=str(ref), digest=digest)
+            image = publish_demo(stack.registry_host, f"{self.options.prefix}/{APP}", version.tag, built,  # type: ignore[arg-type]
+                                 version=version.tag.split(".")[0], env=(("TINYHELLO_INTERVAL", "5"),),
+                                 broken=version.broken)
+            self.outcome.sizes[version.tag] = {str(p): size for p, size in image.sizes.items()}
+            refs.append(image.tag_ref)
+            log.info("pushed", ref=image.tag_ref, digest=image.digest)
         table = Table(title="scratch images (compressed bytes per platform, from the manifests)", title_justify="left")
         table.add_column("image")
         platforms = sorted(self.outcome.sizes[VERSIONS[0].tag])

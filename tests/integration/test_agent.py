@@ -14,9 +14,10 @@ import pytest
 
 from controller.sandbox.agents import AgentProcess
 from controller.sandbox.dockerd import Dockerd
+from controller.sandbox.images import DemoImage
 from controller.sandbox.peer import FleetPeer
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
-from tests.support.images import Published, incompressible, publish
+from tests.support.images import incompressible, publish
 from tests.support.registry_proxy import RegistryProxy
 
 _ids = itertools.count(1)
@@ -31,7 +32,7 @@ def proxy(registry) -> Iterator[RegistryProxy]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def images(proxy, demo_binaries, tmp_path_factory) -> dict[str, Published]:  # type: ignore[no-untyped-def]
+def images(proxy, demo_binaries, tmp_path_factory) -> dict[str, DemoImage]:  # type: ignore[no-untyped-def]
     host = proxy.host
     pad = incompressible(tmp_path_factory.mktemp("pad") / "pad.bin", 2 * 1024 * 1024)
     return {
@@ -112,7 +113,7 @@ def board(mosquitto, dockerd, peer, sandbox_root, qemu):  # type: ignore[no-unty
         peer.clear(b.id)
 
 
-def app(image: Published, name: str = "hello", **kw) -> AppSpec:  # type: ignore[no-untyped-def]
+def app(image: DemoImage, name: str = "hello", **kw) -> AppSpec:  # type: ignore[no-untyped-def]
     return AppSpec(name=name, image=image.ref, health=HEALTH, **kw)
 
 

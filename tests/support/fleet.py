@@ -11,49 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.client import ApiClient, ControllerUnreachable
+from controller.sandbox.images import publish_demo
 from controller.sandbox.process import ManagedProcess
 from controller.service import Controller, ControllerConfig
-from oci import manifest as mf
-from oci import pack
 from oci.platform import Platform
-from oci.reference import ImageReference
-from oci.registry import RegistryClient
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.wait import eventually
 
-HEALTH_CHECK_TIMEOUT = 10.0
 HEARTBEAT = 0.5  # emulated devices beat this often; controllers under test expect 1 s (offline after 3 s)
 
 
 def push_demo_image(registry_host: str, repo: str, tag: str, binaries: dict[Platform, Path], *,
                     version: str, broken: bool = False, platforms: tuple[str, ...] | None = None,
                     broken_on: tuple[str, ...] = ()) -> str:
-    """Pack the demo app (TINYHELLO_VERSION=version; failing its health check when broken, or only on the
-    platforms in broken_on - a release that is good on some boards and bad on others) and push it.
-    Returns the tag reference."""
-    chosen = {p: path for p, path in binaries.items() if platforms is None or str(p) in platforms}
-    env = [("TINYHELLO_VERSION", version), ("TINYHELLO_INTERVAL", "1")]
-    failing = [*env, ("TINYHELLO_HEALTH", "fail")]
-    bad = {p: path for p, path in chosen.items() if broken or str(p) in broken_on}
-    good = {p: path for p, path in chosen.items() if p not in bad}
-    # Checked every second, but each check may take HEALTH_CHECK_TIMEOUT: under qemu on a busy machine an
-    # exec is sometimes that slow, and a timed-out check counts as a failed one.
-    parts = [pack.build(pack.PackSpec(binaries=part, env=tuple(part_env), healthcheck="/app health",
-                                      health_interval_s=1.0, health_timeout_s=HEALTH_CHECK_TIMEOUT))
-             for part, part_env in ((good, env), (bad, failing)) if part]
-    ref = ImageReference.parse(f"{registry_host}/{repo}:{tag}")
-    pack.push(RegistryClient(), ref, parts[0] if len(parts) == 1 else _one_index(parts))
-    return str(ref)
-
-
-def _one_index(parts: list[pack.PackedImage]) -> pack.PackedImage:
-    """The images of several packs under one index (each platform's manifest comes from its own pack)."""
-    descriptors = [d for part in parts for d in json.loads(part.index.data)["manifests"]]
-    index = pack.Blob(mf.OCI_INDEX, json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX,
-                                                "manifests": descriptors}, sort_keys=True).encode())
-    return pack.PackedImage(index, tuple(m for part in parts for m in part.manifests),
-                            tuple(b for part in parts for b in part.blobs),
-                            {p: size for part in parts for p, size in part.sizes.items()})
+    """The demo app, alive lines every second, pushed under `tag`; returns the tag reference."""
+    return publish_demo(registry_host, repo, tag, binaries, version=version, env=(("TINYHELLO_INTERVAL", "1"),),
+                        broken=broken, broken_on=broken_on, platforms=platforms).tag_ref
 
 
 def controller_config(db: Path, broker_url: str, **overrides: object) -> ControllerConfig:
