@@ -136,7 +136,8 @@ class DockerEngine:
         auth = {"username": creds.username, "password": creds.password} if creds else None
         try:
             with _engine_errors("pull"):
-                api = docker.APIClient(base_url=self.base_url, timeout=self.pull_timeout)
+                # a client with the long timeout a pull needs, without asking the engine its version again
+                api = docker.APIClient(base_url=self.base_url, timeout=self.pull_timeout, version=self.api.api_version)
                 try:
                     for event in api.pull(repo, tag=digest, stream=True, decode=True, auth_config=auth):
                         if "error" in event:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -39,9 +39,6 @@ class Settings:
 class Outcome:
     plan: Plan | None  # the last plan; None when the engine could not even be observed
     transient: str | None = None  # why the reconcile stopped early; retry with backoff
-    passes: int = 0
-    steps: int = 0
-    step_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def wake_at(self) -> float | None:
@@ -75,17 +72,16 @@ class Reconciler:
 
     def _reconcile(self) -> Outcome:
         current: Plan | None = None
-        executed = 0
-        for passes in range(1, self.settings.max_passes + 1):
+        for _ in range(self.settings.max_passes):
             state = self.store.current
             try:
                 observed = self.engine.observe(self.device_id)
                 self._disk_free = self.engine.disk_free()
             except Transient as exc:
-                return Outcome(current, f"engine: {exc}", passes, executed)
+                return Outcome(current, f"engine: {exc}")
             current = plan(state.desired, observed, self.facts(state))
             if current.idle:
-                return Outcome(current, None, passes, executed)
+                return Outcome(current, None)
             failed: set[str] = set()
             for step in current.steps:
                 app = getattr(step, "app", None)
@@ -93,19 +89,18 @@ class Reconciler:
                     continue
                 try:
                     self.executor.run(step)
-                    executed += 1
                 except Transient as exc:
                     log.warning("transient error; will retry", step=type(step).__name__, app=app, error=str(exc))
-                    return Outcome(current, str(exc), passes, executed)
+                    return Outcome(current, str(exc))
                 except Terminal as exc:
                     spec = state.desired.app(app) if state.desired and app else None
                     log.warning("step refused", step=type(step).__name__, app=app, error=str(exc))
                     if spec is None or not judges_the_spec(step):
-                        return Outcome(current, str(exc), passes, executed)
+                        return Outcome(current, str(exc))
                     failed.add(spec.name)
                     self.executor.run(failure_for(spec, str(exc)))
         log.error("reconcile did not settle", passes=self.settings.max_passes)
-        return Outcome(current, "reconcile did not settle; will try again", self.settings.max_passes, executed)
+        return Outcome(current, "reconcile did not settle; will try again")
 
     def report(self, state: AgentState, outcome: Outcome | None = None) -> ReportedState:
         """The reported state for the controller: per-app status from the last plan (or pending when

@@ -13,10 +13,6 @@ class Notifier:
         usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog_s = int(usec) / 1e6 if usec and usec.isdigit() else None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     def send(self, *fields: str) -> None:
         if not self.address:
             return

@@ -73,7 +73,6 @@ class FakeRegistry:
     images: dict[str, dict[Platform, tuple[str, FakeImage]]] = field(default_factory=dict)
     tampered: set[str] = field(default_factory=set)  # images whose bytes no longer match their digest
     reachable: bool = True
-    manifest_fetches: int = 0
 
     def publish(self, image: str, entries: dict[str, FakeImage]) -> None:
         repo = image.rsplit("@", 1)[0]
@@ -85,7 +84,6 @@ class FakeRegistry:
     def select(self, image: str, platform: Platform, budget: int | None) -> Resolved:
         if not self.reachable:
             raise RegistryUnavailable("registry unreachable (fake)")
-        self.manifest_fetches += 1
         if image in self.tampered:
             raise ImageRefused(f"{image}: registry sent content hashing to something else; refusing it")
         if image not in self.images:

@@ -37,13 +37,6 @@ class Identity:
         return ARCH_PLATFORM.get(self.arch)
 
 
-@dataclass(frozen=True)
-class Provisioned:
-    identity: Identity
-    reused_secret: bool
-    active: bool
-
-
 def parse_identity(output: str) -> Identity:
     lines = (output.replace("\r", "").split("\n") + ["", "", "", ""])[:4]
     serial, model, arch, machine_id = (line.strip() for line in lines)

@@ -47,9 +47,6 @@ class DeviceCredential:
     def __repr__(self) -> str:
         return f"DeviceCredential(username={self.username!r}, secret=<hidden>)"
 
-    def password_entry(self) -> str:
-        return f"{self.username}:{hash_secret(self.secret)}"
-
 
 def issue(device_id: str, secret: str | None = None) -> DeviceCredential:
     try:
