@@ -65,9 +65,12 @@ class Executor:
         self.store.update(lambda st: st.with_app(step.app, resolved=resolved))
 
     def do_pull(self, step: s.Pull) -> None:
-        self.engine.pull(step.pull_ref, Platform.parse(step.platform))
+        # Written ahead: an image pulled just before a crash must still be pruned one day. Noting it
+        # before the pull costs nothing extra (one write either way; it also carries the newly accepted
+        # desired state), and pruning an image that never arrived is a no-op.
         self.store.update(lambda st: replace(st, pulled=st.pulled | {step.pull_ref}))
-        self.store.flush()  # a pull took long and must be pruned one day: don't lose it to a crash
+        self.store.flush()
+        self.engine.pull(step.pull_ref, Platform.parse(step.platform))
 
     def do_create(self, step: s.Create) -> None:
         labels = {

@@ -163,14 +163,18 @@ class Agent:
 
     def _attempt(self) -> Outcome:
         self._progress_at = time.monotonic()
-        payload = self.inbox.take()
-        if payload is not None:
-            self._intake(payload)
-        try:
-            outcome = self.reconciler.reconcile()
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the board's reporting down with it
-            log.exception("reconcile failed unexpectedly; backing off")
-            outcome = Outcome(self.reconciler.last.plan, f"internal error: {type(exc).__name__}: {exc}")
+        # One state write for the new document and the reconcile it starts (each write is an fsync on an
+        # SD card). A crash before it loses nothing: the broker delivers the retained document again at
+        # the next connection, and nothing was reported that the disk does not hold.
+        with self.store.batch():
+            payload = self.inbox.take()
+            if payload is not None:
+                self._intake(payload)
+            try:
+                outcome = self.reconciler.reconcile()
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the board's reporting down with it
+                log.exception("reconcile failed unexpectedly; backing off")
+                outcome = Outcome(self.reconciler.last.plan, f"internal error: {type(exc).__name__}: {exc}")
         self._progress_at = time.monotonic()
         self._report(outcome)
         return outcome

@@ -98,14 +98,19 @@ class Loop:
                     except BlockingIOError:
                         pass
                     continue
+                client = key.data
                 if events & selectors.EVENT_READ:
-                    key.data.loop_read()
-                if events & selectors.EVENT_WRITE:
-                    key.data.loop_write()
+                    client.loop_read()
+                if events & selectors.EVENT_WRITE or client.want_write():
+                    client.loop_write()  # what a read made it send (an echo, an ack) goes now
             self._run_tasks()
             now = time.time()
             for agent in self.agents:
                 agent.pump(now)
+                if agent.link.client.want_write():
+                    # A board's own network thread sends its report at once; waiting for the next select()
+                    # would hold it until every other agent of this process has reconciled.
+                    agent.link.client.loop_write()
             if now >= self._next_beat and self.agents:
                 self._next_beat = now + self.heartbeat
                 for agent in self.agents:

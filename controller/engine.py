@@ -153,15 +153,12 @@ class Engine:
         """Store a decision (inside the caller's transaction): assignments, their documents, the
         generation each target waits for, the rollout itself, and the binding when it completed."""
         now = self.clock()
-        outbox: Outbox = []
-        generations = {}
-        for a in d.assign:
-            if self.store.assign(a.device_id, old.app, a.release_id, old.id, now):
-                generation, payload = self.publisher.materialise(a.device_id)
-                outbox.append((a.device_id, generation, payload))
-            else:
-                generation = self.store.desired_inputs(a.device_id)[0]
-            generations[a.device_id] = generation
+        changed = self.store.assign_many(old.app, [(a.device_id, a.release_id) for a in d.assign], old.id, now)
+        outbox: Outbox = self.publisher.materialise_many(changed)
+        generations = {device_id: generation for device_id, generation, _ in outbox}
+        unchanged = [a.device_id for a in d.assign if a.device_id not in generations]
+        if unchanged:  # already on that release: its current document carries it
+            generations.update((i, inputs[0]) for i, inputs in self.store.desired_inputs_many(unchanged).items())
         new = d.rollout
         if generations:
             new = replace(new, targets=tuple(replace(t, generation=generations[t.device_id])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
@@ -49,15 +49,21 @@ class Publisher:
         self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def materialise(self, device_id: str) -> tuple[int, bytes]:
-        """Build and store the device's next document. Call inside the caller's transaction and send
-        the result after it commits."""
+    def materialise_many(self, device_ids: Sequence[str]) -> list[tuple[str, int, bytes]]:
+        """Build and store the next document of each device: (device id, generation, document), ready to
+        send. Call inside the caller's transaction and send the result after it commits."""
+        if not device_ids:
+            return []
+        now = self.clock()
         with self.store.transaction():
-            stored, reported, releases = self.store.desired_inputs(device_id)
-            generation = next_generation(stored, reported)
-            payload = encode(document(device_id, generation, releases, self.clock()))
-            self.store.save_desired(device_id, generation, payload)
-        return generation, payload
+            inputs = self.store.desired_inputs_many(device_ids)
+            documents = []
+            for device_id in device_ids:
+                stored, reported, releases = inputs[device_id]
+                generation = next_generation(stored, reported)
+                documents.append((device_id, generation, encode(document(device_id, generation, releases, now))))
+            self.store.save_desired_many(documents)
+        return documents
 
     def send(self, items: Iterable[tuple[str, int, bytes]]) -> int:
         sent = 0
@@ -78,7 +84,7 @@ class Publisher:
         while True:
             with self.store.transaction():
                 ids = self.store.devices_needing_publish(limit)
-                batch = [(device_id, *self.materialise(device_id)) for device_id in ids]
+                batch = self.materialise_many(ids)
             total += self.send(batch) if batch else 0
             if len(ids) < limit:
                 return total

@@ -311,39 +311,68 @@ class Store:
 
     def assign(self, device_id: str, app: str, release_id: int | None, rollout_id: int | None, now: float) -> bool:
         """Point one app of a device at a release (None: take the app off). True when it changed."""
+        return bool(self.assign_many(app, [(device_id, release_id)], rollout_id, now))
+
+    def assign_many(self, app: str, changes: Sequence[tuple[str, int | None]], rollout_id: int | None,
+                    now: float) -> list[str]:
+        """Point one app of many devices at releases, in the order given; returns the devices whose
+        assignment changed (their documents are now due). A few statements for a whole batch: a
+        rollout moves a thousand devices at once."""
         with self.transaction():
-            row = self._db.execute("SELECT release_id FROM assignments WHERE device_id = ? AND app = ?",
-                                   (device_id, app)).fetchone()
-            current = row[0] if row else None
-            if current == release_id:
-                return False
-            if release_id is None:
-                self._db.execute("DELETE FROM assignments WHERE device_id = ? AND app = ?", (device_id, app))
-            else:
-                self._db.execute("INSERT INTO assignments (device_id, app, release_id, rollout_id, assigned_at) "
-                                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(device_id, app) DO UPDATE SET "
-                                 "release_id = excluded.release_id, rollout_id = excluded.rollout_id, "
-                                 "assigned_at = excluded.assigned_at", (device_id, app, release_id, rollout_id, now))
-            self._db.execute("UPDATE devices SET needs_publish = 1 WHERE id = ?", (device_id,))
-            return True
+            ids = json.dumps([device_id for device_id, _ in changes])
+            current = dict(self._db.execute("SELECT device_id, release_id FROM assignments WHERE app = ? AND "
+                                            "device_id IN (SELECT value FROM json_each(?))", (app, ids)))
+            final: dict[str, int | None] = {}
+            for device_id, release_id in changes:
+                final[device_id] = release_id
+            changed = [d for d, release_id in final.items() if current.get(d) != release_id]
+            if not changed:
+                return []
+            self._db.executemany("DELETE FROM assignments WHERE device_id = ? AND app = ?",
+                                 [(d, app) for d in changed if final[d] is None])
+            self._db.executemany(
+                "INSERT INTO assignments (device_id, app, release_id, rollout_id, assigned_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id, "
+                "rollout_id = excluded.rollout_id, assigned_at = excluded.assigned_at",
+                [(d, app, final[d], rollout_id, now) for d in changed if final[d] is not None])
+            self._db.execute("UPDATE devices SET needs_publish = 1 WHERE id IN (SELECT value FROM json_each(?))",
+                             (json.dumps(changed),))
+        return changed
 
     def desired_inputs(self, device_id: str) -> tuple[int, int, list[Release]]:
         """(stored desired generation, reported generation, the releases assigned to the device)."""
+        return self.desired_inputs_many([device_id])[device_id]
+
+    def desired_inputs_many(self, device_ids: Sequence[str]) -> dict[str, tuple[int, int, list[Release]]]:
+        """desired_inputs for many devices in two queries; every one must exist."""
+        ids = json.dumps(list(device_ids))
         with self._lock:
-            row = self._db.execute("SELECT desired_generation, reported_generation FROM devices WHERE id = ?",
-                                   (device_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"device {device_id} is not in the store")
-            ids = [r[0] for r in self._db.execute("SELECT release_id FROM assignments WHERE device_id = ? "
-                                                  "ORDER BY app", (device_id,))]
-        return row[0], row[1], [self.release(i) for i in ids]  # type: ignore[misc]
+            rows = self._db.execute("SELECT id, desired_generation, reported_generation FROM devices WHERE id IN "
+                                    "(SELECT value FROM json_each(?))", (ids,)).fetchall()
+            assigned: dict[str, list[int]] = {}
+            for device_id, release_id in self._db.execute(
+                    "SELECT device_id, release_id FROM assignments WHERE device_id IN "
+                    "(SELECT value FROM json_each(?)) ORDER BY device_id, app", (ids,)):
+                assigned.setdefault(device_id, []).append(release_id)
+        out = {r[0]: (r[1], r[2], [self.release(i) for i in assigned.get(r[0], ())]) for r in rows}
+        missing = [d for d in device_ids if d not in out]
+        if missing:
+            raise StoreError(f"device {missing[0]} is not in the store")
+        return out  # type: ignore[return-value]
 
     def save_desired(self, device_id: str, generation: int, payload: bytes) -> None:
         """Record the desired document just built; the generation must grow, or nothing is written."""
-        cur = self._write("UPDATE devices SET desired_generation = ?, desired_payload = ?, needs_publish = 0 "
-                          "WHERE id = ? AND desired_generation < ?", (generation, payload, device_id, generation))
-        if cur.rowcount != 1:
-            raise StoreError(f"desired generation {generation} for {device_id} is not above the stored one")
+        self.save_desired_many([(device_id, generation, payload)])
+
+    def save_desired_many(self, documents: Sequence[tuple[str, int, bytes]]) -> None:
+        """save_desired for many devices; all or none (a generation that does not grow fails them all)."""
+        with self.transaction():
+            for device_id, generation, payload in documents:
+                cur = self._db.execute("UPDATE devices SET desired_generation = ?, desired_payload = ?, "
+                                       "needs_publish = 0 WHERE id = ? AND desired_generation < ?",
+                                       (generation, payload, device_id, generation))
+                if cur.rowcount != 1:
+                    raise StoreError(f"desired generation {generation} for {device_id} is not above the stored one")
 
     def devices_needing_publish(self, limit: int = 10_000) -> list[str]:
         return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_publish = 1 ORDER BY id LIMIT ?",

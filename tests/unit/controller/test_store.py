@@ -123,6 +123,33 @@ def test_a_generation_never_goes_back(store: Store) -> None:
     assert store.desired_payloads() == [("a", 5, b"five")]
 
 
+def test_a_batch_of_assignments_applies_in_order_and_names_only_the_devices_that_changed(store: Store) -> None:
+    seen(store, "a", "b", "c")
+    r1, r2 = store.add_release(release(1)), store.add_release(release(2))
+    store.assign("a", "hello", r1.id, None, 1.0)
+    store.save_desired("a", 1, b"doc")
+    changed = store.assign_many("hello", [("a", r1.id), ("b", r1.id), ("c", r1.id), ("c", r2.id)], 7, 2.0)
+    assert changed == ["b", "c"]  # a already had r1; for c the last word counts
+    assert sorted(store.devices_needing_publish()) == ["b", "c"]
+    assert {d: inputs[2] for d, inputs in store.desired_inputs_many(["a", "b", "c"]).items()} == {
+        "a": [r1], "b": [r1], "c": [r2]}
+    assert store.assign_many("hello", [("b", None), ("a", r1.id)], None, 3.0) == ["b"]
+    assert store.desired_inputs("b")[2] == []
+    assert store.assign_many("hello", [], None, 4.0) == []
+
+
+def test_documents_for_many_devices_are_stored_all_or_none(store: Store) -> None:
+    seen(store, "a", "b")
+    store.save_desired("b", 5, b"five")
+    with pytest.raises(StoreError, match="b is not above"):
+        store.save_desired_many([("a", 1, b"one"), ("b", 5, b"again")])
+    assert store.desired_payloads() == [("b", 5, b"five")]  # a's document went with the failed batch
+    store.save_desired_many([("a", 1, b"one"), ("b", 6, b"six")])
+    assert store.desired_payloads() == [("a", 1, b"one"), ("b", 6, b"six")]
+    with pytest.raises(StoreError, match="ghost is not in the store"):
+        store.desired_inputs_many(["a", "ghost"])
+
+
 def test_a_report_ahead_of_the_stored_generation_asks_for_a_new_document(store: Store) -> None:
     seen(store, "a")
     store.save_desired("a", 2, b"two")
