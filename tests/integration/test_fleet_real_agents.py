@@ -85,8 +85,10 @@ class Boards:
     def running_per_device(self) -> Counter[str]:
         """Running containers of the app per device of this test, in one call to the engine."""
         ids = {a.device_id for a in self.agents}
-        found = self.docker.containers.list(filters={"label": [f"io.tinyfleet.app={APP}"]})
-        return Counter(d for c in found if (d := c.labels.get("io.tinyfleet.device")) in ids)
+        # The low-level listing: the high-level one inspects each container after listing and fails on
+        # one removed in between, which is exactly what a rollout does.
+        found = self.docker.api.containers(filters={"label": [f"io.tinyfleet.app={APP}"], "status": "running"})
+        return Counter(d for c in found if (d := (c.get("Labels") or {}).get("io.tinyfleet.device")) in ids)
 
     def assert_runs(self, agent: AgentProcess, release: Release, version: str) -> None:
         """Exactly one container of the app, running the release's image for the board's own platform."""
@@ -205,6 +207,7 @@ class RunningWatch:
         self.boards = boards
         self.gaps: list[dict[str, int]] = []
         self.samples = 0
+        self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="running-watch", daemon=True)
 
@@ -215,11 +218,16 @@ class RunningWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        assert self.error is None, f"the watch stopped sampling: {self.error!r}"
 
     def _run(self) -> None:
         ids = [a.device_id for a in self.boards.agents]
         while not self._stop.is_set():
-            counts = self.boards.running_per_device()
+            try:
+                counts = self.boards.running_per_device()
+            except Exception as exc:  # noqa: BLE001 - reported by __exit__: a silent watch would prove nothing
+                self.error = exc
+                return
             self.samples += 1
             if any(counts[d] == 0 for d in ids):
                 self.gaps.append({d: counts[d] for d in ids})
