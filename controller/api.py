@@ -96,6 +96,13 @@ class AbortBody(_Body):
     rollback: bool = True
 
 
+def _json(content: Any, status: int = 200) -> JSONResponse:
+    """Our records come JSON-ready (to_dict): straight to json.dumps. Returned as a plain dict, FastAPI
+    would first walk every value through jsonable_encoder - 50 ms of the controller's CPU for a rollout
+    of a thousand targets, on every poll of `rollout status --watch`."""
+    return JSONResponse(content, status_code=status)
+
+
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -197,85 +204,85 @@ def create_app(ctx: ApiContext) -> LimitBody:
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/v1/devices")
-    def devices(selector: str | None = None) -> dict[str, Any]:
-        return {"devices": ctx.fleet.list(selector)}
+    def devices(selector: str | None = None) -> JSONResponse:
+        return _json({"devices": ctx.fleet.list(selector)})
 
     @api.get("/v1/devices/{device_id}")
-    def device(device_id: str) -> dict[str, Any]:
-        return ctx.fleet.detail(device_id)
+    def device(device_id: str) -> JSONResponse:
+        return _json(ctx.fleet.detail(device_id))
 
     @api.put("/v1/devices/{device_id}/tags/{key}")
-    def tag(device_id: str, key: str, body: TagBody) -> dict[str, Any]:
-        return ctx.fleet.summary(ctx.fleet.tag(device_id, key, body.value))
+    def tag(device_id: str, key: str, body: TagBody) -> JSONResponse:
+        return _json(ctx.fleet.summary(ctx.fleet.tag(device_id, key, body.value)))
 
     @api.delete("/v1/devices/{device_id}/tags/{key}")
-    def untag(device_id: str, key: str) -> dict[str, Any]:
-        return ctx.fleet.summary(ctx.fleet.untag(device_id, key))
+    def untag(device_id: str, key: str) -> JSONResponse:
+        return _json(ctx.fleet.summary(ctx.fleet.untag(device_id, key)))
 
     @api.put("/v1/devices/{device_id}/groups/{group}")
-    def join(device_id: str, group: str) -> dict[str, Any]:
-        return ctx.fleet.summary(ctx.fleet.join(device_id, group))
+    def join(device_id: str, group: str) -> JSONResponse:
+        return _json(ctx.fleet.summary(ctx.fleet.join(device_id, group)))
 
     @api.delete("/v1/devices/{device_id}/groups/{group}")
-    def leave(device_id: str, group: str) -> dict[str, Any]:
-        return ctx.fleet.summary(ctx.fleet.leave(device_id, group))
+    def leave(device_id: str, group: str) -> JSONResponse:
+        return _json(ctx.fleet.summary(ctx.fleet.leave(device_id, group)))
 
     @api.put("/v1/devices/{device_id}/pins/{app_name}")
-    def pin(device_id: str, app_name: str, body: PinBody) -> dict[str, Any]:
+    def pin(device_id: str, app_name: str, body: PinBody) -> JSONResponse:
         release = None if body.release is None else ctx.releases.find(app_name, body.release).id
-        return ctx.fleet.summary(ctx.fleet.pin(device_id, app_name, release))
+        return _json(ctx.fleet.summary(ctx.fleet.pin(device_id, app_name, release)))
 
     @api.delete("/v1/devices/{device_id}/pins/{app_name}")
-    def unpin(device_id: str, app_name: str) -> dict[str, Any]:
-        return ctx.fleet.summary(ctx.fleet.unpin(device_id, app_name))
+    def unpin(device_id: str, app_name: str) -> JSONResponse:
+        return _json(ctx.fleet.summary(ctx.fleet.unpin(device_id, app_name)))
 
     @api.get("/v1/groups")
-    def groups() -> dict[str, Any]:
-        return {"groups": ctx.fleet.groups()}
+    def groups() -> JSONResponse:
+        return _json({"groups": ctx.fleet.groups()})
 
     @api.get("/v1/releases")
-    def releases(app: str | None = None) -> dict[str, Any]:
-        return {"releases": [r.to_dict() for r in ctx.releases.list(app)]}
+    def releases(app: str | None = None) -> JSONResponse:
+        return _json({"releases": [r.to_dict() for r in ctx.releases.list(app)]})
 
     @api.post("/v1/releases", status_code=201)
-    def create_release(body: ReleaseBody, response: Response) -> dict[str, Any]:
+    def create_release(body: ReleaseBody) -> JSONResponse:
         release, created = ctx.releases.create(body.app, body.image, max_bytes=body.max_bytes, env=body.env,
                                                health=body.health)
-        if not created:
-            response.status_code = 200
-        return release.to_dict()
+        return _json(release.to_dict(), 201 if created else 200)
 
     @api.get("/v1/releases/{release_id}")
-    def release(release_id: int) -> dict[str, Any]:
-        return ctx.releases.get(release_id).to_dict()
+    def release(release_id: int) -> JSONResponse:
+        return _json(ctx.releases.get(release_id).to_dict())
 
     @api.get("/v1/rollouts")
-    def rollouts(app: str | None = None, limit: int = 20) -> dict[str, Any]:
+    def rollouts(app: str | None = None, limit: int = 20) -> JSONResponse:
         if not 1 <= limit <= 1000:
             raise errors.InvalidRequest("limit must be from 1 to 1000")
-        return {"rollouts": [r.to_dict(targets=False) for r in ctx.engine.list(app, limit)]}
+        listed = ctx.engine.summaries(app, limit)
+        return _json({"rollouts": [r.to_dict(targets=False, tally=tally) for r, tally in listed]})
 
     @api.post("/v1/rollouts", status_code=201)
-    def start_rollout(body: RolloutBody) -> dict[str, Any]:
-        return ctx.engine.start_rollout(body.app, body.release, body.selector, canary=body.canary, batch=body.batch,
-                                        max_failures=body.max_failures, health_timeout=body.health_timeout,
-                                        offline_deadline=body.offline_deadline).to_dict()
+    def start_rollout(body: RolloutBody) -> JSONResponse:
+        started = ctx.engine.start_rollout(body.app, body.release, body.selector, canary=body.canary,
+                                           batch=body.batch, max_failures=body.max_failures,
+                                           health_timeout=body.health_timeout, offline_deadline=body.offline_deadline)
+        return _json(started.to_dict(), 201)
 
     @api.get("/v1/rollouts/{rollout_id}")
-    def rollout(rollout_id: int) -> dict[str, Any]:
-        return ctx.engine.get(rollout_id).to_dict()
+    def rollout(rollout_id: int) -> JSONResponse:
+        return _json(ctx.engine.get(rollout_id).to_dict())
 
     @api.post("/v1/rollouts/{rollout_id}/pause")
-    def pause(rollout_id: int) -> dict[str, Any]:
-        return ctx.engine.pause(rollout_id).to_dict()
+    def pause(rollout_id: int) -> JSONResponse:
+        return _json(ctx.engine.pause(rollout_id).to_dict())
 
     @api.post("/v1/rollouts/{rollout_id}/resume")
-    def resume(rollout_id: int) -> dict[str, Any]:
-        return ctx.engine.resume(rollout_id).to_dict()
+    def resume(rollout_id: int) -> JSONResponse:
+        return _json(ctx.engine.resume(rollout_id).to_dict())
 
     @api.post("/v1/rollouts/{rollout_id}/abort")
-    def abort(rollout_id: int, body: AbortBody | None = None) -> dict[str, Any]:
-        return ctx.engine.abort(rollout_id, rollback=body.rollback if body else True).to_dict()
+    def abort(rollout_id: int, body: AbortBody | None = None) -> JSONResponse:
+        return _json(ctx.engine.abort(rollout_id, rollback=body.rollback if body else True).to_dict())
 
     app.include_router(api)
     return LimitBody(app)

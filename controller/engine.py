@@ -23,7 +23,7 @@ from controller.fleet import Fleet, check_app
 from controller.model import Binding, DeviceRecord, Release
 from controller.publisher import Publisher
 from controller.releases import Releases
-from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState
+from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState, Tally
 from controller.selector import Selector
 from controller.store import Store
 
@@ -99,8 +99,9 @@ class Engine:
         self.wake.set()
         return self.get(rollout_id)
 
-    def list(self, app: str | None = None, limit: int = 20) -> list[Rollout]:
-        return self.store.rollouts(check_app(app) if app else None, limit)
+    def summaries(self, app: str | None = None, limit: int = 20) -> list[tuple[Rollout, Tally]]:
+        """The newest rollouts, without their targets (counted instead)."""
+        return self.store.rollout_summaries(check_app(app) if app else None, limit)
 
     def get(self, rollout_id: int) -> Rollout:
         r = self.store.rollout(rollout_id)

@@ -163,21 +163,40 @@ class Rollout:
             out[t.state.value] += 1
         return out
 
-    def to_dict(self, targets: bool = True) -> dict[str, Any]:
+    def to_dict(self, targets: bool = True, tally: Tally | None = None) -> dict[str, Any]:
+        """JSON-ready. A listing passes `tally` (counted by the store) for a rollout loaded without its
+        targets; otherwise they are counted here."""
+        tally = tally or Tally.of(self)
+        counts = {s.value: tally.counts.get(s.value, 0) for s in TargetState}
+        total = sum(counts.values())
         out: dict[str, Any] = {
             "id": self.id, "app": self.app, "release": self.release_id, "image": self.image,
             "platforms": list(self.platforms), "selector": self.selector, "canary": self.canary,
-            "batch": str(self.batch), "max_failures": str(self.max_failures), "failure_limit": self.failure_limit(),
-            "failures": self.failures(), "health_timeout": self.health_timeout,
+            "batch": str(self.batch), "max_failures": str(self.max_failures),
+            "failure_limit": self.max_failures.floor(total - counts[TargetState.SKIPPED.value]),
+            "failures": tally.failures, "health_timeout": self.health_timeout,
             "offline_deadline": self.offline_deadline, "state": self.state.value, "reason": self.reason,
             "created_at": self.created_at, "finished_at": self.finished_at, "batches_started": self.batches_started,
-            "total": len(self.targets), "counts": self.counts(), "open": is_open(self)}
+            "total": total, "counts": counts,
+            "open": self.state in OPEN or counts[TargetState.REVERTING.value] > 0}
         if targets:
             out["targets"] = [{"device": t.device_id, "state": t.state.value, "batch": t.batch,
                                "previous_release": t.previous_release_id, "started_at": t.started_at,
                                "settled_at": t.settled_at, "generation": t.generation, "reason": t.reason}
                               for t in self.targets]
         return out
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A rollout's targets counted by state, and its failures (see Rollout.failures)."""
+
+    counts: Mapping[str, int]
+    failures: int
+
+    @classmethod
+    def of(cls, r: Rollout) -> Tally:
+        return cls(r.counts(), r.failures())
 
 
 @dataclass(frozen=True)

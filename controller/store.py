@@ -30,7 +30,7 @@ from typing import Any
 
 from controller.errors import StoreError
 from controller.model import Binding, DeviceRecord, Release, ReleasePlatform
-from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState, is_open
+from controller.rollout import Amount, Rollout, RolloutState, Tally, Target, TargetState, is_open
 from controller.schema import MIGRATIONS
 from controller.selector import Kind, Selector
 from protocol.messages import Health, HealthPolicy, ReportedState, Status
@@ -460,6 +460,24 @@ class Store:
     def rollouts(self, app: str | None = None, limit: int = 20) -> list[Rollout]:
         return self._rollouts("WHERE ? IS NULL OR r.app = ? ORDER BY r.id DESC LIMIT ?", (app, app, limit))
 
+    def rollout_summaries(self, app: str | None = None, limit: int = 20) -> list[tuple[Rollout, Tally]]:
+        """The newest rollouts without their targets, which are counted here instead: a listing polled
+        every second must not load thousands of targets per rollout."""
+        with self._lock:
+            found = self._rollouts("WHERE ? IS NULL OR r.app = ? ORDER BY r.id DESC LIMIT ?", (app, app, limit),
+                                   targets=False)
+            counts: dict[int, dict[str, int]] = {r.id: {} for r in found}
+            failures = dict.fromkeys(counts, 0)
+            for rollout_id, state, number, failed in self._db.execute(
+                    "SELECT rollout_id, state, COUNT(*), SUM(state = ? OR (state IN (?, ?) AND "
+                    "substr(reason, 1, 7) = 'failed:')) FROM rollout_targets WHERE rollout_id IN "
+                    "(SELECT value FROM json_each(?)) GROUP BY rollout_id, state",
+                    (TargetState.FAILED.value, TargetState.REVERTING.value, TargetState.REVERTED.value,
+                     json.dumps(list(counts)))):
+                counts[rollout_id][state] = number
+                failures[rollout_id] += failed
+        return [(r, Tally(counts[r.id], failures[r.id])) for r in found]
+
     def open_rollout_ids(self) -> list[int]:
         return [r[0] for r in self._rows("SELECT id FROM rollouts WHERE open = 1 ORDER BY id")]
 
@@ -471,7 +489,7 @@ class Store:
     def rollout_states(self) -> dict[str, int]:
         return {state: count for state, count in self._rows("SELECT state, COUNT(*) FROM rollouts GROUP BY state")}
 
-    def _rollouts(self, where: str, params: tuple[Any, ...]) -> list[Rollout]:
+    def _rollouts(self, where: str, params: tuple[Any, ...], *, targets: bool = True) -> list[Rollout]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts r JOIN releases rel "
                                     f"ON rel.id = r.release_id {where}", params).fetchall()
@@ -480,8 +498,8 @@ class Store:
                 targets = tuple(
                     Target(device_id=t[0], state=TargetState(t[1]), previous_release_id=t[2], previous_image=t[3],
                            batch=t[4], started_at=t[5], generation=t[6], settled_at=t[7], reason=t[8])
-                    for t in self._db.execute(f"SELECT {_TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ? "
-                                              "ORDER BY device_id", (row[0],)))
+                    for t in (self._db.execute(f"SELECT {_TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ? "
+                                               "ORDER BY device_id", (row[0],)) if targets else ()))
                 out.append(Rollout(
                     id=row[0], app=row[1], release_id=row[2], image=row[3],
                     platforms=tuple(p["platform"] for p in json.loads(row[4])), selector=row[5], canary=row[6],

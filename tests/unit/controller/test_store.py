@@ -192,6 +192,24 @@ def test_rollouts_round_trip_with_their_targets(store: Store) -> None:
     assert store.rollout_states() == {"completed": 1}
 
 
+def test_a_rollout_listing_counts_targets_in_the_store_exactly_as_the_rollout_counts_them(store: Store) -> None:
+    rel = store.add_release(release(1))
+    targets = (Target("a", TargetState.CONVERGED), Target("b", TargetState.FAILED, reason="failed: crashed"),
+               Target("c", TargetState.REVERTING, reason="failed: unhealthy"), Target("d", TargetState.REVERTING),
+               Target("e", TargetState.REVERTED, reason="failed: rejected"), Target("f", TargetState.SKIPPED),
+               Target("g", TargetState.REVERTED, reason="superseded: the device was given release 9 meanwhile"))
+    base = Rollout(id=0, app="hello", release_id=rel.id, image=rel.image, platforms=(), selector="all",
+                   max_failures=Amount(50, True), targets=targets)
+    aborted = store.create_rollout(replace(base, state=RolloutState.ABORTED))
+    quiet = store.create_rollout(replace(base, app="other", targets=()))
+    listed = {r.id: r.to_dict(targets=False, tally=t) for r, t in store.rollout_summaries()}
+    for full in (aborted, quiet):
+        assert listed[full.id] == full.to_dict(targets=False)
+    assert listed[aborted.id]["failures"] == 3 and listed[aborted.id]["failure_limit"] == 3
+    assert listed[aborted.id]["open"] is True and listed[quiet.id]["total"] == 0
+    assert [r.id for r, _ in store.rollout_summaries("other")] == [quiet.id]
+
+
 def test_bindings_are_listed_newest_first_and_rebinding_replaces(store: Store) -> None:
     r1, r2 = store.add_release(release(1)), store.add_release(release(2))
     store.bind(Binding("group:g", "hello", r1.id, None, 1.0))
