@@ -20,7 +20,7 @@ import structlog
 from controller import rollout as machine
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.fleet import Fleet, check_app
-from controller.model import Binding, DeviceRecord, Release
+from controller.model import Binding, DeviceRecord
 from controller.publisher import Publisher
 from controller.releases import Releases
 from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState, Tally
@@ -42,6 +42,10 @@ class Engine:
         self.clock = clock
         self.wake = threading.Event()
         self.republish = threading.Event()  # set on each broker (re)connection
+        # Every device's record as of the last pass: a pass re-reads only those written since (a rollout of
+        # a thousand devices makes a pass per burst of reports, and most devices have not changed).
+        self._records: dict[str, DeviceRecord] = {}
+        self._view_cache: dict[tuple[str, str], tuple[DeviceRecord, bool, DeviceView]] = {}
 
     # -- operator commands ----------------------------------------------------------------------
 
@@ -138,13 +142,14 @@ class Engine:
             if r is None or not machine.is_open(r):
                 return None
             now = self.clock()
+            records = self._fresh_records()
             devices = []
             if r.state in machine.OPEN:  # devices matching the selector now may join
-                devices = self.store.devices(Selector.parse(r.selector), detail=False)
+                selector = Selector.parse(r.selector)
+                devices = [d for d in records.values() if selector.matches(d.id, d.groups, dict(d.tags))]
             known = {d.id for d in devices}
-            missing = [t.device_id for t in r.targets if t.device_id not in known]
-            if missing:
-                devices += self.store.devices(ids=missing, detail=False)
+            devices += [records[t.device_id] for t in r.targets
+                        if t.device_id not in known and t.device_id in records]
             decision = machine.next(r, self._views(r.app, devices, now), now)
             outbox = self._apply(r, decision)
         self.publisher.send(outbox)
@@ -212,18 +217,32 @@ class Engine:
                              release=match.release_id)
         return moved
 
+    def _fresh_records(self) -> dict[str, DeviceRecord]:
+        """Every device's record, re-reading those written since the last call (call inside a transaction:
+        what is read is then what the decision stands on)."""
+        changed = self.store.take_changed()
+        if changed is None:
+            self._records = {d.id: d for d in self.store.devices(detail=False)}
+        elif changed:
+            self._records.update((d.id, d) for d in self.store.devices(ids=sorted(changed), detail=False))
+        return self._records
+
     def _views(self, app: str, devices: list[DeviceRecord], now: float) -> dict[str, DeviceView]:
-        releases: dict[int, Release | None] = {}
         views = {}
         for d in devices:
+            online = self.fleet.online(d, now)
+            cached = self._view_cache.get((app, d.id))
+            if cached is not None and cached[0] is d and cached[1] == online:
+                views[d.id] = cached[2]  # the same record (not re-read since): the same view
+                continue
             assigned = d.assigned(app)
-            if assigned is not None and assigned not in releases:
-                releases[assigned] = self.store.release(assigned)
-            image = releases[assigned].image if assigned is not None and releases[assigned] else None
-            views[d.id] = DeviceView(
-                id=d.id, online=self.fleet.online(d, now), online_since=d.online_since, platform=d.platform,
-                pinned=d.pinned(app), generation=d.reported_generation, rejected_generation=d.rejected_generation,
-                error=(d.reported or {}).get("error"), app=d.app_status(app), assigned=assigned, assigned_image=image)
+            release = self.store.release(assigned) if assigned is not None else None
+            views[d.id] = view = DeviceView(
+                id=d.id, online=online, online_since=d.online_since, platform=d.platform, pinned=d.pinned(app),
+                generation=d.reported_generation, rejected_generation=d.rejected_generation,
+                error=(d.reported or {}).get("error"), app=d.app_status(app), assigned=assigned,
+                assigned_image=release.image if release else None)
+            self._view_cache[(app, d.id)] = (d, online, view)
         return views
 
 

@@ -103,6 +103,7 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._releases: dict[int, Release] = {}
+        self._changed: set[str] | None = None  # devices written since take_changed(); None: all of them
         self._migrate()
 
     def close(self) -> None:
@@ -142,6 +143,20 @@ class Store:
     def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
         with self._lock:
             return self._db.execute(sql, params).fetchone()
+
+    def _mark(self, device_ids: Iterable[str]) -> None:
+        """Note devices whose record (DeviceRecord) this write changes. Call it in every write that does."""
+        with self._lock:
+            if self._changed is not None:
+                self._changed.update(device_ids)
+
+    def take_changed(self) -> set[str] | None:
+        """The devices whose records were written since the last call (None: assume all of them), so a
+        reader that keeps records between passes re-reads only those. Counts writes of this process
+        only: a store shared by several controllers must return None."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            return changed
 
     def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self.transaction():
@@ -184,6 +199,7 @@ class Store:
         with self.transaction():
             for item in batch:
                 m = item.message
+                self._mark((m.device_id,))
                 seen = now if item.live else None
                 params: dict[str, Any] = {"id": m.device_id, "now": now, "stale": stale_after,
                                           "json": json.dumps(m.to_dict(), separators=(",", ":"))}
@@ -261,6 +277,7 @@ class Store:
         return [(n, c) for n, c in self._rows("SELECT name, COUNT(*) FROM device_groups GROUP BY name ORDER BY name")]
 
     def _touch_membership(self, device_id: str) -> None:
+        self._mark((device_id,))
         self._db.execute("UPDATE devices SET needs_binding = 1 WHERE id = ?", (device_id,))
 
     def set_tag(self, device_id: str, key: str, value: str) -> None:
@@ -272,6 +289,7 @@ class Store:
 
     def remove_tag(self, device_id: str, key: str) -> bool:
         with self.transaction():
+            self._mark((device_id,))
             return self._db.execute("DELETE FROM device_tags WHERE device_id = ? AND key = ?",
                                     (device_id, key)).rowcount > 0
 
@@ -283,16 +301,19 @@ class Store:
 
     def remove_from_group(self, device_id: str, group: str) -> bool:
         with self.transaction():
+            self._mark((device_id,))
             return self._db.execute("DELETE FROM device_groups WHERE device_id = ? AND name = ?",
                                     (device_id, group)).rowcount > 0
 
     def set_pin(self, device_id: str, app: str, release_id: int | None) -> None:
+        self._mark((device_id,))
         self._write("INSERT INTO pins (device_id, app, release_id) VALUES (?, ?, ?) "
                     "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id",
                     (device_id, app, release_id))
 
     def remove_pin(self, device_id: str, app: str) -> bool:
         with self.transaction():
+            self._mark((device_id,))
             removed = self._db.execute("DELETE FROM pins WHERE device_id = ? AND app = ?",
                                        (device_id, app)).rowcount > 0
             if removed:  # unpinned: it should follow its groups again
@@ -337,6 +358,7 @@ class Store:
                 [(d, app, final[d], rollout_id, now) for d in changed if final[d] is not None])
             self._db.execute("UPDATE devices SET needs_publish = 1 WHERE id IN (SELECT value FROM json_each(?))",
                              (json.dumps(changed),))
+            self._mark(changed)
         return changed
 
     def desired_inputs(self, device_id: str) -> tuple[int, int, list[Release]]:
@@ -367,6 +389,7 @@ class Store:
     def save_desired_many(self, documents: Sequence[tuple[str, int, bytes]]) -> None:
         """save_desired for many devices; all or none (a generation that does not grow fails them all)."""
         with self.transaction():
+            self._mark(device_id for device_id, _, _ in documents)
             for device_id, generation, payload in documents:
                 cur = self._db.execute("UPDATE devices SET desired_generation = ?, desired_payload = ?, "
                                        "needs_publish = 0 WHERE id = ? AND desired_generation < ?",

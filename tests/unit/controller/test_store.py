@@ -115,6 +115,28 @@ def test_assignments_report_whether_they_changed_and_flag_the_device_for_publish
     assert store.desired_inputs("a")[2] == []
 
 
+def test_every_write_to_a_device_record_is_counted_as_a_change_for_readers_that_keep_records(store: Store) -> None:
+    assert store.take_changed() is None  # nothing known yet: a reader loads everything
+    r1 = store.add_release(release(1))
+    writes = {
+        "seen": lambda: seen(store, "a"),
+        "health": lambda: store.record([Incoming(health("a"), live=True)], now=101, stale_after=3),
+        "report": lambda: store.record([Incoming(reported("a", 1), live=True)], now=101, stale_after=3),
+        "tag": lambda: store.set_tag("a", "site", "x"), "untag": lambda: store.remove_tag("a", "site"),
+        "join": lambda: store.add_to_group("a", "g"), "leave": lambda: store.remove_from_group("a", "g"),
+        "pin": lambda: store.set_pin("a", "hello", None), "unpin": lambda: store.remove_pin("a", "hello"),
+        "assign": lambda: store.assign("a", "hello", r1.id, None, 1.0),
+        "document": lambda: store.save_desired("a", 7, b"doc"),
+    }
+    assert store.take_changed() == set()
+    for what, write in writes.items():
+        write()
+        assert store.take_changed() == {"a"}, what
+        assert store.take_changed() == set(), what
+    store.assign("a", "hello", r1.id, None, 2.0)  # no change, nothing to re-read
+    assert store.take_changed() == set()
+
+
 def test_a_generation_never_goes_back(store: Store) -> None:
     seen(store, "a")
     store.save_desired("a", 5, b"five")
