@@ -246,15 +246,15 @@ def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: W
     last = max((t["settled_at"] for t in converged), default=math.nan)
     stages = None
     if tap:
-        seen = [t for t in converged if t["device"] in tap.desired and t["device"] in tap.running]
-        first = min((tap.desired[t["device"]] for t in seen), default=math.nan)
-        stages = {"batch start -> desired on the wire": [tap.desired[t["device"]] - t["started_at"] for t in seen],
-                  "agent: desired -> running reported": [tap.running[t["device"]] - tap.desired[t["device"]]
-                                                       for t in seen],
-                  "controller: report -> settled": [t["settled_at"] - tap.running[t["device"]] for t in seen],
+        desired, running = tap.seen()
+        seen = [t for t in converged if t["device"] in desired and t["device"] in running]
+        first = min((desired[t["device"]] for t in seen), default=math.nan)
+        stages = {"batch start -> desired on the wire": [desired[t["device"]] - t["started_at"] for t in seen],
+                  "agent: desired -> running reported": [running[t["device"]] - desired[t["device"]] for t in seen],
+                  "controller: report -> settled": [t["settled_at"] - running[t["device"]] for t in seen],
                   # the issue's own words, "desired published -> reported running", timed like the raw round
                   # trip: from the first desired state on the wire to each device's report
-                  FIRST_DESIRED: [tap.running[t["device"]] - first for t in seen]}
+                  FIRST_DESIRED: [running[t["device"]] - first for t in seen]}
     return Convergence(done, latencies, last - called, cost, stages)
 
 

@@ -15,7 +15,7 @@ DEVICES = 50
 
 def test_fifty_simulated_agents_answer_and_all_converge_on_one_rollout(mosquitto, registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sim = simulate(mosquitto.url, registry.host, tmp_path, devices=DEVICES, processes=2, rounds=1,
-                   platforms=("linux/arm64",), timeout=60, progress=lambda line: None)
+                   platforms=("linux/arm64",), timeout=60, breakdown=True, progress=lambda line: None)
 
     (raw,) = sim.raw
     assert raw.trip.missing == 0 and len(raw.trip.from_start) == DEVICES
@@ -24,6 +24,9 @@ def test_fifty_simulated_agents_answer_and_all_converge_on_one_rollout(mosquitto
     assert rollout.rollout["counts"]["converged"] == DEVICES
     assert {t["device"] for t in rollout.rollout["targets"]} == {f"sim-{i:05d}" for i in range(DEVICES)}
     assert len(rollout.latencies) == DEVICES and all(0 < seconds < 60 for seconds in rollout.latencies)
+    # the wiretap saw every device's desired state and running report go by, in that order
+    assert rollout.stages is not None and all(len(times) == DEVICES for times in rollout.stages.values())
+    assert all(seconds > 0 for seconds in rollout.stages["agent: desired -> running reported"])
 
     peer = FleetPeer(mosquitto.url)  # a newcomer would get any retained message the simulation left
     try:
