@@ -15,7 +15,7 @@ DEVICES = 50
 
 def test_fifty_simulated_agents_answer_and_all_converge_on_one_rollout(mosquitto, registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sim = simulate(mosquitto.url, registry.host, tmp_path, devices=DEVICES, processes=2, rounds=1,
-                   platforms=("linux/arm64",), timeout=60, breakdown=True, progress=lambda line: None)
+                   platforms=("linux/arm64",), timeout=60, progress=lambda line: None)
 
     (raw,) = sim.raw
     assert raw.trip.missing == 0 and len(raw.trip.from_start) == DEVICES
