@@ -16,10 +16,10 @@ import structlog
 from agent import __version__
 from agent.errors import Terminal, Transient
 from agent.executor import Engine, Executor, Verifier, failure_for
-from agent.model import Facts
+from agent.model import Facts, Observed
 from agent.plan import Plan, plan
 from agent.state import AgentState, StateStore
-from agent.steps import judges_the_spec
+from agent.steps import judges_the_spec, leaves_the_engine_alone
 from oci.platform import Platform
 from protocol import AppStatus, HealthPolicy, Phase, ReportedState
 
@@ -72,13 +72,15 @@ class Reconciler:
 
     def _reconcile(self) -> Outcome:
         current: Plan | None = None
+        observed: Observed | None = None
         for _ in range(self.settings.max_passes):
             state = self.store.current
-            try:
-                observed = self.engine.observe(self.device_id)
-                self._disk_free = self.engine.disk_free()
-            except Transient as exc:
-                return Outcome(current, f"engine: {exc}")
+            if observed is None:
+                try:
+                    observed = self.engine.observe(self.device_id)
+                    self._disk_free = self.engine.disk_free()
+                except Transient as exc:
+                    return Outcome(current, f"engine: {exc}")
             current = plan(state.desired, observed, self.facts(state))
             if current.idle:
                 return Outcome(current, None)
@@ -99,6 +101,8 @@ class Reconciler:
                         return Outcome(current, str(exc))
                     failed.add(spec.name)
                     self.executor.run(failure_for(spec, str(exc)))
+            if not all(leaves_the_engine_alone(step) for step in current.steps):
+                observed = None  # the engine changed: look again before the next plan
         log.error("reconcile did not settle", passes=self.settings.max_passes)
         return Outcome(current, "reconcile did not settle; will try again")
 

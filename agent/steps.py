@@ -97,5 +97,11 @@ def judges_the_spec(step: object) -> bool:
     return isinstance(step, Verify | Pull | Create) or (isinstance(step, Start) and step.candidate)
 
 
+# Steps that change only what the agent remembers: after them the next plan can stand on the same look
+# at the engine (each look is several API calls, slow on a Pi Zero).
+def leaves_the_engine_alone(step: object) -> bool:
+    return isinstance(step, Verify | RecordFailure | Promote | ClearFailure | Forget)
+
+
 Step = (Verify | Pull | Create | Start | Stop | Restart | Remove | RecordFailure | Promote | ClearFailure | Forget
         | RemoveImage)

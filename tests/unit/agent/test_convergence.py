@@ -94,6 +94,24 @@ def test_update_hands_over_without_a_gap(tmp_path: Path) -> None:
     assert board.engine.images.keys() == {board.registry.images[img("w2")][V7][0]}, "the old image is pruned"
 
 
+def test_the_engine_is_looked_at_again_only_after_steps_that_changed_it(tmp_path: Path) -> None:
+    board = Board(tmp_path)
+    board.registry.publish(img("w1"), {"linux/arm/v7": FakeImage(V7, healthcheck=False)})  # nothing to wait for
+    looks = []
+    observe = board.engine.observe
+
+    def counted(device_id: str):  # type: ignore[no-untyped-def]
+        looks.append(len(board.engine.pulls) + len(board.engine.containers))
+        return observe(device_id)
+
+    board.engine.observe = counted  # type: ignore[method-assign]
+    board.want(1, AppSpec(name="web", image=img("w1"), health=HealthPolicy(settle_seconds=0, deadline_seconds=20)))
+    board.converge()
+    assert board.status().phase == Phase.RUNNING
+    # verify (remembered, no look) -> pull -> create -> start -> promote (remembered, no look) -> idle
+    assert len(looks) == 4, looks
+
+
 @pytest.mark.parametrize("behaviour", ["crash", "unhealthy", "never_healthy"])
 def test_a_bad_new_version_is_rolled_back_and_not_retried(tmp_path: Path, behaviour: str) -> None:
     board = Board(tmp_path)
