@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import RenderableType
+
 from controller.cli import views
 from controller.cli.common import Exit, fail
 from controller.cli.connect import add_api_flags, api_command, emit
 from controller.cli.live import watch
 from controller.client import ApiClient
+
+ROWS = 40  # a screenful: with thousands of devices, the summary and the ones that need attention
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--selector", "-s", metavar="SEL", help="all | device:ID[,ID...] | group:NAME | tag:KEY=VALUE")
     p.add_argument("--watch", "-w", action="store_true", help="keep the view live (Ctrl-C to stop)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    p.add_argument("--all", "-a", action="store_true",
+                   help=f"a row for every device (default: at most {ROWS}, those that need attention first)")
     add_api_flags(p)
     p.set_defaults(handler=do_devices)
 
@@ -44,10 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 @api_command
 def do_devices(args: argparse.Namespace, api: ApiClient) -> int:
+    def render(devices: list[dict]) -> RenderableType:  # type: ignore[type-arg]
+        return views.devices_table(devices, limit=None if args.all else ROWS)
+
     if args.watch:
-        watch(lambda: api.devices(args.selector), views.devices_table, interval=args.interval, as_json=args.json)
+        watch(lambda: api.devices(args.selector), render, interval=args.interval, as_json=args.json)
         return Exit.OK
-    return emit(args, api.devices(args.selector), views.devices_table)
+    return emit(args, api.devices(args.selector), render)
 
 
 def _show(args: argparse.Namespace, device: dict) -> int:  # type: ignore[type-arg]

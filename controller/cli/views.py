@@ -44,18 +44,58 @@ def _apps(device: dict[str, Any]) -> Text:
     return text or Text("-", style="dim")
 
 
-def devices_table(devices: list[dict[str, Any]], now: float | None = None) -> Table:
+PROBLEM_PHASES = ("failed", "rolled_back")
+
+
+def needs_attention(d: dict[str, Any]) -> bool:
+    return (not d["online"] or bool(d.get("error"))
+            or any(a["phase"] in PROBLEM_PHASES or a.get("error") for a in d["apps"]))
+
+
+def fleet_summary(devices: list[dict[str, Any]]) -> Table:
+    """What a fleet of thousands looks like in a few lines: how many are online or need attention, the
+    platforms, and per app how many devices run which release in which phase."""
+    platforms: dict[str, int] = {}
+    phases: dict[str, dict[tuple[Any, str], int]] = {}
+    for d in devices:
+        platforms[d["platform"] or "?"] = platforms.get(d["platform"] or "?", 0) + 1
+        for a in d["apps"]:
+            key = (a["release"], a["phase"] or "no report")
+            phases.setdefault(a["name"], {})[key] = phases.setdefault(a["name"], {}).get(key, 0) + 1
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
     online = sum(d["online"] for d in devices)
-    table = Table(title=f"{len(devices)} devices, {online} online", title_justify="left")
+    grid.add_row("fleet", f"{len(devices)} devices, {online} online, {len(devices) - online} offline, "
+                          f"{sum(needs_attention(d) for d in devices)} need attention")
+    grid.add_row("platforms", "  ".join(f"{p} {n}" for p, n in sorted(platforms.items())) or "-")
+    for app, counts in sorted(phases.items()):
+        text = Text()
+        for i, ((release, phase), n) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))):
+            text.append("  " if i else "")
+            text.append(f"{'r' + str(release) + ' ' if release is not None else ''}")
+            text.append(phase, style=PHASE_STYLE.get(phase, "dim"))
+            text.append(f" {n}")
+        grid.add_row(app, text)
+    return grid
+
+
+def devices_table(devices: list[dict[str, Any]], now: float | None = None, limit: int | None = None) -> Group:
+    """The summary, then one row per device - those that need attention (offline, failed, rolled back,
+    an error) first - at most `limit` rows."""
+    shown = sorted(devices, key=lambda d: not needs_attention(d))  # stable: the API's order otherwise
+    hidden = len(shown) - limit if limit is not None and len(shown) > limit else 0
+    caption = f"... and {hidden} more (--all lists every device)" if hidden else None
+    table = Table(caption=caption, caption_justify="left")
     for col in ("device", "state", "platform", "apps", "groups", "tags", "pins", "last seen"):
         table.add_column(col)
-    for d in devices:
+    for d in shown[:len(shown) - hidden]:
         state = Text("online", style="green") if d["online"] else Text("offline", style="red")
         pins = ", ".join(f"{a}{'=r' + str(r) if r is not None else ''}" for a, r in d["pins"].items())
         table.add_row(d["id"], state, d["platform"] or "?", _apps(d), ", ".join(d["groups"]) or "-",
                       ", ".join(f"{k}={v}" for k, v in d["tags"].items()) or "-", pins or "-",
                       age(d["last_seen"], now))
-    return table
+    return Group(fleet_summary(devices), table)
 
 
 def device_view(d: dict[str, Any], now: float | None = None) -> Group:

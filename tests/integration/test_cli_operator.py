@@ -69,6 +69,9 @@ def test_devices_are_listed_for_people_and_for_scripts(env, fleet) -> None:  # t
     assert listed[f"{PREFIX}-1"]["platform"] == "linux/arm/v6" and listed[f"{PREFIX}-1"]["online"]
     table = run(env, "devices")
     assert table.returncode == 0 and f"{PREFIX}-2" in table.stdout and "online" in table.stdout
+    assert "need attention" in table.stdout and "linux/arm/v6" in table.stdout
+    everything = run(env, "devices", "--all")
+    assert everything.returncode == 0 and "more (--all" not in everything.stdout
     shown = run(env, "device", "show", f"{PREFIX}-1")
     assert shown.returncode == 0 and "linux/arm/v6" in shown.stdout
 

@@ -1,0 +1,50 @@
+"""The fleet at a glance: a fleet of thousands fits a screen - the counts first, then the devices that need
+attention, then as many others as the limit allows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from controller.cli.views import devices_table, needs_attention
+
+
+def device(n: int, *, online: bool = True, phase: str = "running", release: int = 3,
+           error: str | None = None) -> dict[str, Any]:
+    return {"id": f"pi-{n:04d}", "online": online, "platform": ("linux/arm64", "linux/arm/v7")[n % 2],
+            "apps": [{"name": "hello", "release": release, "phase": phase, "health": "none", "error": error}],
+            "groups": [], "tags": {}, "pins": {}, "last_seen": 100.0, "error": None}
+
+
+def shown(devices: list[dict[str, Any]], limit: int | None) -> str:
+    out = Console(width=160, record=True, color_system=None)
+    out.print(devices_table(devices, now=105.0, limit=limit))
+    return out.export_text()
+
+
+def test_devices_that_need_attention_come_first_and_the_rest_up_to_the_limit() -> None:
+    fleet = [device(n) for n in range(500)]
+    fleet[300] = device(300, online=False)
+    fleet[400] = device(400, phase="rolled_back", release=2, error="unhealthy")
+    fleet[450] = device(450, phase="failed")
+    text = shown(fleet, limit=5)
+    rows = [line.split()[1] for line in text.splitlines() if line.startswith("│ pi-")]
+    assert rows == ["pi-0300", "pi-0400", "pi-0450", "pi-0000", "pi-0001"]
+    assert "... and 495 more (--all lists every device)" in text
+    assert "500 devices, 499 online, 1 offline, 3 need attention" in text
+    assert "linux/arm/v7 250" in text and "linux/arm64 250" in text
+    assert "r3 running 498" in text and "r2 rolled_back 1" in text
+
+
+def test_every_device_is_listed_without_a_limit() -> None:
+    text = shown([device(n) for n in range(60)], limit=None)
+    assert sum(line.startswith("│ pi-") for line in text.splitlines()) == 60 and "more" not in text
+
+
+def test_what_needs_attention() -> None:
+    assert not needs_attention(device(1))
+    assert needs_attention(device(1, online=False))
+    assert needs_attention(device(1, phase="failed")) and needs_attention(device(1, phase="rolled_back"))
+    assert needs_attention(device(1, phase="pulling", error="retrying: registry unreachable"))
+    assert needs_attention({**device(1), "error": "desired state rejected"})
