@@ -172,7 +172,9 @@ def rollout_view(r: dict[str, Any], max_rows: int = 30) -> Group:
         table = Table(show_edge=False)
         for col in ("device", "batch", "state", "reason"):
             table.add_column(col)
-        shown = sorted(targets, key=lambda t: (t["batch"] is None, t["batch"] or 0, t["device"]))[:max_rows]
+        # failures first (what the operator must look at), then batch by batch
+        shown = sorted(targets, key=lambda t: (t["state"] != "failed", t["batch"] is None, t["batch"] or 0,
+                                               t["device"]))[:max_rows]
         for t in shown:
             table.add_row(t["device"], "-" if t["batch"] is None else str(t["batch"]),
                           Text(t["state"], style=TARGET_STYLE.get(t["state"], "")), t["reason"] or "")

@@ -48,3 +48,19 @@ def test_what_needs_attention() -> None:
     assert needs_attention(device(1, phase="failed")) and needs_attention(device(1, phase="rolled_back"))
     assert needs_attention(device(1, phase="pulling", error="retrying: registry unreachable"))
     assert needs_attention({**device(1), "error": "desired state rejected"})
+
+
+def test_a_big_rollout_shows_its_failures_before_its_batches() -> None:
+    from controller.cli.views import rollout_view
+
+    targets = [{"device": f"pi-{n:04d}", "batch": n // 100, "state": "converged", "reason": None} for n in range(1000)]
+    targets[777] = {**targets[777], "state": "failed", "reason": "failed: rolled_back: unhealthy"}
+    counts = {s: 0 for s in ("pending", "updating", "converged", "failed", "reverting", "reverted", "skipped")}
+    counts.update(converged=999, failed=1)
+    rollout = {"id": 7, "state": "running", "app": "hello", "release": 3, "selector": "all", "canary": 1,
+               "batch": "10%", "max_failures": "1%", "failure_limit": 10, "total": 1000, "counts": counts,
+               "reason": None, "targets": targets}
+    out = Console(width=160, record=True, color_system=None)
+    out.print(rollout_view(rollout, max_rows=5))
+    rows = [line.split()[0] for line in out.export_text().splitlines() if line.strip().startswith("pi-")]
+    assert rows == ["pi-0777", "pi-0000", "pi-0001", "pi-0002", "pi-0003"]
