@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -23,11 +23,12 @@ from controller.fleet import Fleet, check_app
 from controller.model import Binding, DeviceRecord
 from controller.publisher import Publisher
 from controller.releases import Releases
-from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState, Tally
+from controller.rollout import Amount, Decision, DeviceView, Rollout, RolloutState, Tally, Target
 from controller.selector import Selector
 from controller.store import Store
 
 GATHER_S = 0.02
+CHUNK = 250  # a batch that starts many devices is stored and sent this many at a time (see step)
 log = structlog.get_logger("controller.engine")
 Outbox = list[tuple[str, int, bytes]]
 
@@ -151,31 +152,66 @@ class Engine:
             devices += [records[t.device_id] for t in r.targets
                         if t.device_id not in known and t.device_id in records]
             decision = machine.next(r, self._views(r.app, devices, now), now)
-            outbox = self._apply(r, decision)
+            # A batch that starts thousands of devices goes out a chunk at a time, each chunk its own
+            # transaction: the first devices start while the rest are still being written, and ingest and
+            # the API get the store between chunks instead of waiting for the whole batch. Reverts are
+            # never split: an abort must be stored whole.
+            chunked = decision.rollout.state == RolloutState.RUNNING and len(decision.assign) > CHUNK
+            first, rest = (decision.assign[:CHUNK], decision.assign[CHUNK:]) if chunked else (decision.assign, ())
+            outbox = self._apply(r, decision, first, later={a.device_id for a in rest})
         self.publisher.send(outbox)
+        targets = {t.device_id: t for t in decision.rollout.targets} if rest else {}
+        for start in range(0, len(rest), CHUNK):
+            with self.store.transaction():
+                # Only while the rollout stands where this decision left it: after a pause or an abort in
+                # between, the devices not yet started stay pending (and go with the next batch, or are
+                # skipped). A crash in between leaves them pending too: the next batch takes them.
+                if self.store.rollout_head(rollout_id) != (decision.rollout.state, decision.rollout.batches_started):
+                    log.info("rollout changed while its batch went out; the rest waits", rollout=rollout_id,
+                             not_started=len(rest) - start)
+                    break
+                outbox = self._start_more(decision.rollout, rest[start:start + CHUNK], targets)
+            self.publisher.send(outbox)
         return decision
 
-    def _apply(self, old: Rollout, d: Decision) -> Outbox:
-        """Store a decision (inside the caller's transaction): assignments, their documents, the
-        generation each target waits for, the rollout itself, and the binding when it completed."""
+    def _apply(self, old: Rollout, d: Decision, assign: tuple[machine.Assign, ...] | None = None,
+               later: Collection[str] = ()) -> Outbox:
+        """Store a decision (inside the caller's transaction): assignments and their documents (all, or
+        the first `assign` of them), the generation each target waits for, the rollout itself, and the
+        binding when it completed. Targets in `later` are left as they were; _start_more stores them."""
         now = self.clock()
-        changed = self.store.assign_many(old.app, [(a.device_id, a.release_id) for a in d.assign], old.id, now)
-        outbox: Outbox = self.publisher.materialise_many(changed)
-        generations = {device_id: generation for device_id, generation, _ in outbox}
-        unchanged = [a.device_id for a in d.assign if a.device_id not in generations]
-        if unchanged:  # already on that release: its current document carries it
-            generations.update((i, inputs[0]) for i, inputs in self.store.desired_inputs_many(unchanged).items())
         new = d.rollout
+        outbox, generations = self._assign(new, d.assign if assign is None else assign, now)
         if generations:
             new = replace(new, targets=tuple(replace(t, generation=generations[t.device_id])
                                              if t.device_id in generations else t for t in new.targets))
         before = {t.device_id: t for t in old.targets}
-        self.store.save_rollout(new, [t for t in new.targets if before.get(t.device_id) != t])
+        self.store.save_rollout(new, [t for t in new.targets
+                                      if before.get(t.device_id) != t and t.device_id not in later])
         if d.bind:
             self.store.bind(Binding(new.selector, new.app, new.release_id, new.id, now))
         for event in d.events:
             log.info(event, rollout=new.id, app=new.app, state=new.state.value)
         return outbox
+
+    def _start_more(self, r: Rollout, assign: tuple[machine.Assign, ...], targets: dict[str, Target]) -> Outbox:
+        """The next chunk of a batch the rollout `r` started (inside the caller's transaction); `targets`
+        are r's by device."""
+        outbox, generations = self._assign(r, assign, self.clock())
+        self.store.save_targets(r.id, [replace(targets[a.device_id], generation=generations[a.device_id])
+                                       for a in assign])
+        return outbox
+
+    def _assign(self, r: Rollout, assign: tuple[machine.Assign, ...], now: float) -> tuple[Outbox, dict[str, int]]:
+        """Move devices to releases and store their documents; returns them, and the generation each of
+        those devices' targets now waits for."""
+        changed = self.store.assign_many(r.app, [(a.device_id, a.release_id) for a in assign], r.id, now)
+        outbox: Outbox = self.publisher.materialise_many(changed)
+        generations = {device_id: generation for device_id, generation, _ in outbox}
+        unchanged = [a.device_id for a in assign if a.device_id not in generations]
+        if unchanged:  # already on that release: its current document carries it
+            generations.update((i, inputs[0]) for i, inputs in self.store.desired_inputs_many(unchanged).items())
+        return outbox, generations
 
     def bind_joiners(self, chunk: int = 1000) -> int:
         """Devices that appeared or changed groups/tags get, per app, the release of the newest binding

@@ -466,6 +466,16 @@ class Store:
                                                        int(is_open(r)), r.id))
             self._save_targets(r.id, changed)
 
+    def save_targets(self, rollout_id: int, targets: Iterable[Target]) -> None:
+        """Some targets of a rollout, leaving the rollout itself as it is."""
+        with self.transaction():
+            self._save_targets(rollout_id, targets)
+
+    def rollout_head(self, rollout_id: int) -> tuple[RolloutState, int] | None:
+        """(state, batches started): enough to tell whether a rollout moved since it was read."""
+        row = self._one("SELECT state, batches_started FROM rollouts WHERE id = ?", (rollout_id,))
+        return (RolloutState(row[0]), row[1]) if row else None
+
     def _save_targets(self, rollout_id: int, targets: Iterable[Target]) -> None:
         self._db.executemany(
             f"INSERT INTO rollout_targets (rollout_id, {_TARGET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import engine as engine_module
 from controller.engine import Engine
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.fleet import Fleet
@@ -214,3 +215,93 @@ def test_one_active_rollout_per_app_and_state_changes_must_make_sense(world: Wor
         world.engine.abort(r.id)
     with pytest.raises(NotFound):
         world.engine.pause(12345)
+
+
+# -- a big batch goes out a chunk at a time ---------------------------------------------------------------
+
+FIVE = ("a", "b", "c", "d", "e")
+
+
+def big_batch(world: World, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Five devices, one batch for all of them, two per chunk: three chunks."""
+    monkeypatch.setattr(engine_module, "CHUNK", 2)
+    world.online(*FIVE)
+    r1 = world.store.add_release(release(1))
+    return world.engine.start_rollout("hello", r1.id, "all", canary=0, batch="100%").id
+
+
+def test_a_big_batch_is_stored_and_sent_a_chunk_at_a_time(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout_id = big_batch(world, monkeypatch)
+    sends: list[int] = []
+    world.publisher.on_sent = sends.append
+    world.engine.tick()
+    assert sends[:3] == [2, 2, 1]  # three chunks, each sent after its own commit
+    r = world.engine.get(rollout_id)
+    assert {t.device_id: (t.state, t.batch, t.generation) for t in r.targets} == {
+        d: (TargetState.UPDATING, 0, 1) for d in FIVE}
+    for d in FIVE:
+        world.converge(d)
+    world.engine.tick()
+    assert world.engine.get(rollout_id).state == RolloutState.COMPLETED
+
+
+def test_a_pause_between_chunks_holds_the_rest_of_the_batch(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout_id = big_batch(world, monkeypatch)
+    real_send = world.publisher._send
+
+    def operator_pauses_after_the_first_chunk(topic: str, payload: bytes) -> None:
+        real_send(topic, payload)
+        if world.engine.get(rollout_id).state == RolloutState.RUNNING:
+            world.engine.pause(rollout_id)
+
+    world.publisher._send = operator_pauses_after_the_first_chunk  # type: ignore[method-assign]
+    world.engine.tick()
+    world.publisher._send = real_send  # type: ignore[method-assign]
+    r = world.engine.get(rollout_id)
+    states = {t.device_id: t.state for t in r.targets}
+    assert states == {"a": TargetState.UPDATING, "b": TargetState.UPDATING, "c": TargetState.PENDING,
+                      "d": TargetState.PENDING, "e": TargetState.PENDING}
+    assert [d for d in FIVE if world.docs(d)] == ["a", "b"]  # nothing went out for the held devices
+    world.engine.resume(rollout_id)
+    world.converge("a"), world.converge("b")
+    world.engine.tick()  # the rest go as the next batch
+    assert {t.device_id: t.batch for t in world.engine.get(rollout_id).targets if t.device_id in "cde"} == {
+        "c": 1, "d": 1, "e": 1}
+    for d in "cde":
+        world.converge(d)
+    world.engine.tick()
+    assert world.engine.get(rollout_id).state == RolloutState.COMPLETED
+
+
+def test_a_controller_that_dies_between_chunks_starts_the_rest_after_a_restart(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout_id = big_batch(world, monkeypatch)
+
+    class Died(BaseException):
+        pass
+
+    def dies_after_the_first_chunk(topic: str, payload: bytes) -> None:
+        world.broker(topic, payload)
+        if len(world.broker.sent) == 2:
+            raise Died
+
+    world.publisher._send = dies_after_the_first_chunk  # type: ignore[method-assign]
+    with pytest.raises(Died):
+        world.engine.tick()
+    world.store.close()
+    again = World(tmp_path / "f.db")  # the restarted controller, on the same database
+    again.broker.sent = world.broker.sent
+    again.clock.now = world.clock.now
+    again.engine.tick()
+    r = again.engine.get(rollout_id)
+    assert {t.device_id: t.state for t in r.targets if t.state == TargetState.UPDATING} == {
+        "a": TargetState.UPDATING, "b": TargetState.UPDATING}  # the first chunk is in flight: wait for it
+    again.converge("a"), again.converge("b")
+    again.engine.tick()
+    again.engine.tick()
+    for d in "cde":
+        assert again.docs(d), d
+        again.converge(d)
+    again.engine.tick()
+    done = again.engine.get(rollout_id)
+    assert done.state == RolloutState.COMPLETED and done.counts()["converged"] == 5
