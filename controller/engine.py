@@ -1,6 +1,7 @@
 """The rollout engine: runs the pure state machine (controller.rollout) against the store and turns its
-decisions into assignments and desired states. Level-triggered: each pass reads everything it needs
-from the store, so a restarted controller carries on exactly where the last one stood.
+decisions into assignments and desired states. Level-triggered: each pass decides from the store's
+state, so a restarted controller carries on exactly where the last one stood. (Device records are kept
+between passes and re-read when the store says they were written: the same state, read for less.)
 
 One pass (`tick`): give devices that joined a group/tag (or appeared) the release their selectors stand
 for; step every open rollout; send the desired states that changed. Operator commands (start, pause,
