@@ -211,7 +211,7 @@ class Demo:
             table.add_column(col)
         for r in self.outcome.rollouts:
             c = r["counts"]
-            table.add_row(f"{APP}:{r['version']}", r["state"], f"{c['converged']}/{r['total']}", str(c["failed"]),
+            table.add_row(f"{APP}:{r['version']}", r["state"], f"{c['converged']}/{r['total']}", str(r["failures"]),
                           str(c["reverted"]), str(r["seconds"]), r.get("reason") or "")
         self.out.print(table)
         if self.outcome.devices:

@@ -146,7 +146,7 @@ def rollouts_table(rollouts: list[dict[str, Any]]) -> Table:
         c = r["counts"]
         table.add_row(str(r["id"]), r["app"], str(r["release"]), r["selector"],
                       Text(r["state"], style=ROLLOUT_STYLE.get(r["state"], "")), f"{c['converged']}/{r['total']}",
-                      str(c["failed"]), str(c["pending"] + c["updating"]), age(r["created_at"]))
+                      str(r["failures"]), str(c["pending"] + c["updating"]), age(r["created_at"]))
     return table
 
 
@@ -156,7 +156,7 @@ def rollout_view(r: dict[str, Any], max_rows: int = 30) -> Group:
     head = Text.assemble(
         (f"rollout {r['id']} ", "bold"), (r["state"], ROLLOUT_STYLE.get(r["state"], "")),
         f"  {r['app']} -> release {r['release']}  to {r['selector']}  canary {r['canary']}, batch {r['batch']}, "
-        f"max failures {r['max_failures']} (limit {r['failure_limit']})")
+        f"failures {r['failures']} of {r['failure_limit']} allowed (max failures {r['max_failures']})")
     bars = Table.grid(padding=(0, 1))
     for label, count, style in (("converged", c["converged"], "green"), ("failed", c["failed"], "red"),
                                 ("updating", c["updating"], "yellow"), ("pending", c["pending"], "white"),

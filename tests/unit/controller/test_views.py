@@ -58,9 +58,11 @@ def test_a_big_rollout_shows_its_failures_before_its_batches() -> None:
     counts = {s: 0 for s in ("pending", "updating", "converged", "failed", "reverting", "reverted", "skipped")}
     counts.update(converged=999, failed=1)
     rollout = {"id": 7, "state": "running", "app": "hello", "release": 3, "selector": "all", "canary": 1,
-               "batch": "10%", "max_failures": "1%", "failure_limit": 10, "total": 1000, "counts": counts,
-               "reason": None, "targets": targets}
+               "batch": "10%", "max_failures": "1%", "failure_limit": 10, "failures": 1, "total": 1000,
+               "counts": counts, "reason": None, "targets": targets}
     out = Console(width=160, record=True, color_system=None)
     out.print(rollout_view(rollout, max_rows=5))
-    rows = [line.split()[0] for line in out.export_text().splitlines() if line.strip().startswith("pi-")]
+    text = out.export_text()
+    rows = [line.split()[0] for line in text.splitlines() if line.strip().startswith("pi-")]
     assert rows == ["pi-0777", "pi-0000", "pi-0001", "pi-0002", "pi-0003"]
+    assert "failures 1 of 10 allowed (max failures 1%)" in text
