@@ -58,8 +58,8 @@ class Reconciler:
         self.last: Outcome = Outcome(None)
         self._disk_free: int | None = None
 
-    def facts(self, state: AgentState) -> Facts:
-        return Facts(device_id=self.device_id, platform=self.platform, now=self.clock(),
+    def facts(self, state: AgentState, now: float) -> Facts:
+        return Facts(device_id=self.device_id, platform=self.platform, now=now,
                      default_budget=self.settings.default_budget, disk_free=self._disk_free,
                      min_free_bytes=self.settings.min_free_bytes, unhealthy_grace_s=self.settings.unhealthy_grace_s,
                      default_health=self.settings.default_health,
@@ -73,15 +73,19 @@ class Reconciler:
     def _reconcile(self) -> Outcome:
         current: Plan | None = None
         observed: Observed | None = None
+        seen_at = 0.0
         for _ in range(self.settings.max_passes):
             state = self.store.current
             if observed is None:
                 try:
+                    seen_at = self.clock()
                     observed = self.engine.observe(self.device_id)
                     self._disk_free = self.engine.disk_free()
                 except Transient as exc:
                     return Outcome(current, f"engine: {exc}")
-            current = plan(state.desired, observed, self.facts(state))
+            # Judged at the time of the look, even when it is reused: a verdict that depends on the clock
+            # (settled, past its deadline) must not pair a later time with what the engine said earlier.
+            current = plan(state.desired, observed, self.facts(state, seen_at))
             if current.idle:
                 return Outcome(current, None)
             failed: set[str] = set()

@@ -166,15 +166,16 @@ class Agent:
         # One state write for the new document and the reconcile it starts (each write is an fsync on an
         # SD card). A crash before it loses nothing: the broker delivers the retained document again at
         # the next connection, and nothing was reported that the disk does not hold.
-        with self.store.batch():
-            payload = self.inbox.take()
-            if payload is not None:
-                self._intake(payload)
-            try:
+        try:
+            with self.store.batch():
+                payload = self.inbox.take()
+                if payload is not None:
+                    self._intake(payload)
                 outcome = self.reconciler.reconcile()
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the board's reporting down with it
-                log.exception("reconcile failed unexpectedly; backing off")
-                outcome = Outcome(self.reconciler.last.plan, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug, or a state file that cannot be written (a full SD
+            # card), must not take the board's reporting down: report it and back off; what runs keeps running
+            log.exception("reconcile failed unexpectedly; backing off")
+            outcome = Outcome(self.reconciler.last.plan, f"internal error: {type(exc).__name__}: {exc}")
         self._progress_at = time.monotonic()
         self._report(outcome)
         return outcome

@@ -171,7 +171,10 @@ class Engine:
                     log.info("rollout changed while its batch went out; the rest waits", rollout=rollout_id,
                              not_started=len(rest) - start)
                     break
-                outbox = self._start_more(decision.rollout, rest[start:start + CHUNK], targets)
+                chunk = rest[start:start + CHUNK]
+                held = self.store.pinned(decision.rollout.app, [a.device_id for a in chunk])  # pinned meanwhile:
+                outbox = self._start_more(decision.rollout, tuple(a for a in chunk if a.device_id not in held),
+                                          targets)  # left pending, the next pass skips them
             self.publisher.send(outbox)
         return decision
 

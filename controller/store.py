@@ -306,10 +306,11 @@ class Store:
                                     (device_id, group)).rowcount > 0
 
     def set_pin(self, device_id: str, app: str, release_id: int | None) -> None:
-        self._mark((device_id,))
-        self._write("INSERT INTO pins (device_id, app, release_id) VALUES (?, ?, ?) "
-                    "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id",
-                    (device_id, app, release_id))
+        with self.transaction():
+            self._mark((device_id,))
+            self._db.execute("INSERT INTO pins (device_id, app, release_id) VALUES (?, ?, ?) "
+                             "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id",
+                             (device_id, app, release_id))
 
     def remove_pin(self, device_id: str, app: str) -> bool:
         with self.transaction():
@@ -319,6 +320,11 @@ class Store:
             if removed:  # unpinned: it should follow its groups again
                 self._touch_membership(device_id)
             return removed
+
+    def pinned(self, app: str, device_ids: Sequence[str]) -> set[str]:
+        """Those of the devices that are pinned for the app, or whole ('*')."""
+        return {r[0] for r in self._rows("SELECT device_id FROM pins WHERE app IN (?, '*') AND device_id IN "
+                                         "(SELECT value FROM json_each(?))", (app, json.dumps(list(device_ids))))}
 
     def devices_needing_binding(self, limit: int = 1000) -> list[str]:
         return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_binding = 1 ORDER BY id LIMIT ?",
@@ -498,12 +504,12 @@ class Store:
         every second must not load thousands of targets per rollout."""
         with self._lock:
             found = self._rollouts("WHERE ? IS NULL OR r.app = ? ORDER BY r.id DESC LIMIT ?", (app, app, limit),
-                                   targets=False)
+                                   with_targets=False)
             counts: dict[int, dict[str, int]] = {r.id: {} for r in found}
             failures = dict.fromkeys(counts, 0)
             for rollout_id, state, number, failed in self._db.execute(
-                    "SELECT rollout_id, state, COUNT(*), SUM(state = ? OR (state IN (?, ?) AND "
-                    "substr(reason, 1, 7) = 'failed:')) FROM rollout_targets WHERE rollout_id IN "
+                    "SELECT rollout_id, state, COUNT(*), SUM(CASE WHEN state = ? OR (state IN (?, ?) AND "
+                    "substr(reason, 1, 7) = 'failed:') THEN 1 ELSE 0 END) FROM rollout_targets WHERE rollout_id IN "
                     "(SELECT value FROM json_each(?)) GROUP BY rollout_id, state",
                     (TargetState.FAILED.value, TargetState.REVERTING.value, TargetState.REVERTED.value,
                      json.dumps(list(counts)))):
@@ -522,7 +528,7 @@ class Store:
     def rollout_states(self) -> dict[str, int]:
         return {state: count for state, count in self._rows("SELECT state, COUNT(*) FROM rollouts GROUP BY state")}
 
-    def _rollouts(self, where: str, params: tuple[Any, ...], *, targets: bool = True) -> list[Rollout]:
+    def _rollouts(self, where: str, params: tuple[Any, ...], *, with_targets: bool = True) -> list[Rollout]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts r JOIN releases rel "
                                     f"ON rel.id = r.release_id {where}", params).fetchall()
@@ -532,7 +538,7 @@ class Store:
                     Target(device_id=t[0], state=TargetState(t[1]), previous_release_id=t[2], previous_image=t[3],
                            batch=t[4], started_at=t[5], generation=t[6], settled_at=t[7], reason=t[8])
                     for t in (self._db.execute(f"SELECT {_TARGET_COLUMNS} FROM rollout_targets WHERE rollout_id = ? "
-                                               "ORDER BY device_id", (row[0],)) if targets else ()))
+                                               "ORDER BY device_id", (row[0],)) if with_targets else ()))
                 out.append(Rollout(
                     id=row[0], app=row[1], release_id=row[2], image=row[3],
                     platforms=tuple(p["platform"] for p in json.loads(row[4])), selector=row[5], canary=row[6],

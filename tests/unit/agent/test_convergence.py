@@ -296,3 +296,25 @@ def test_a_refused_restart_of_a_running_app_is_retried_not_failed(tmp_path: Path
     board.engine.start = real_start  # type: ignore[method-assign]
     board.converge()
     assert board.status().phase == Phase.RUNNING and board.running("web") == 1
+
+
+def test_a_slow_registry_for_one_app_does_not_fail_another_apps_healthy_candidate(tmp_path: Path) -> None:
+    board = Board(tmp_path)
+    board.publish("a1"), board.publish("a2"), board.publish("b1")
+    policy = HealthPolicy(settle_seconds=0, deadline_seconds=5)
+    board.want(1, AppSpec(name="a", image=img("a1"), health=policy))
+    board.converge()
+    board.want(2, AppSpec(name="a", image=img("a2"), health=policy))
+    board.reconciler.reconcile()  # a2's candidate started; its HEALTHCHECK still says starting
+    select = board.registry.select
+
+    def slow_for_b(image: str, platform: Platform, budget: int | None):  # type: ignore[no-untyped-def]
+        if image == img("b1"):
+            board.clock.advance(10)  # a's deadline passes while b is verified; a turns healthy meanwhile
+        return select(image, platform, budget)
+
+    board.registry.select = slow_for_b  # type: ignore[method-assign]
+    board.want(3, AppSpec(name="a", image=img("a2"), health=policy), AppSpec(name="b", image=img("b1")))
+    board.converge()
+    assert board.status("a").phase == Phase.RUNNING and board.status("a").current_image == img("a2")
+    assert board.store.current.memory["a"].failure is None

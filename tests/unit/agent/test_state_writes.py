@@ -80,3 +80,22 @@ def test_a_crash_during_a_pull_leaves_the_new_document_and_the_pull_on_disk(tmp_
     after = StateStore(tmp_path).current
     assert after.accepted_generation == 3
     assert len(after.pulled) == 1  # so the image is pruned one day, whether or not it arrived
+
+
+def test_a_state_file_that_cannot_be_written_is_reported_and_retried_not_fatal(tmp_path: Path) -> None:
+    agent = board(tmp_path)
+    write = agent.store._write
+    full: list[bool] = [True]
+
+    def disk_full(state: AgentState) -> None:
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        write(state)
+
+    agent.store._write = disk_full  # type: ignore[method-assign]
+    agent._on_desired(document(1, 1))
+    outcome = agent._attempt()  # must not raise: the agent's loop would end
+    assert outcome.transient is not None and "No space left on device" in outcome.transient
+    full[0] = False  # room again: the next attempt writes what was learned
+    agent._attempt()
+    assert StateStore(tmp_path).current.accepted_generation == 1

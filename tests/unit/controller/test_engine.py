@@ -305,3 +305,25 @@ def test_a_controller_that_dies_between_chunks_starts_the_rest_after_a_restart(
     again.engine.tick()
     done = again.engine.get(rollout_id)
     assert done.state == RolloutState.COMPLETED and done.counts()["converged"] == 5
+
+
+def test_a_device_pinned_between_chunks_keeps_its_pin(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout_id = big_batch(world, monkeypatch)
+    r2 = world.store.add_release(release(2))
+    real_send = world.publisher._send
+
+    def operator_pins_e_after_the_first_chunk(topic: str, payload: bytes) -> None:
+        real_send(topic, payload)
+        if not world.store.pinned("hello", ["e"]):
+            world.fleet.pin("e", "hello", r2.id)
+
+    world.publisher._send = operator_pins_e_after_the_first_chunk  # type: ignore[method-assign]
+    world.engine.tick()
+    world.publisher._send = real_send  # type: ignore[method-assign]
+    assert world.docs("e")[-1].apps[0].image == r2.image  # the pin's release, not the rollout's
+    for d in "abcd":
+        world.converge(d)
+    world.engine.tick()
+    done = world.engine.get(rollout_id)
+    assert {t.device_id: t.state for t in done.targets}["e"] == TargetState.SKIPPED
+    assert world.store.device("e").assigned("hello") == r2.id  # type: ignore[union-attr]

@@ -223,10 +223,16 @@ def test_a_rollout_listing_counts_targets_in_the_store_exactly_as_the_rollout_co
     base = Rollout(id=0, app="hello", release_id=rel.id, image=rel.image, platforms=(), selector="all",
                    max_failures=Amount(50, True), targets=targets)
     aborted = store.create_rollout(replace(base, state=RolloutState.ABORTED))
+    # the operator aborted: everything reverts, and no target has a reason (SQL's SUM over them is NULL)
+    reverting = store.create_rollout(replace(base, state=RolloutState.ABORTED, targets=(
+        Target("a", TargetState.REVERTING), Target("b", TargetState.REVERTED, settled_at=3.0))))
     quiet = store.create_rollout(replace(base, app="other", targets=()))
     listed = {r.id: r.to_dict(targets=False, tally=t) for r, t in store.rollout_summaries()}
-    for full in (aborted, quiet):
+    for full in (aborted, reverting, quiet):
         assert listed[full.id] == full.to_dict(targets=False)
+    assert listed[reverting.id]["failures"] == 0
+    # loading whole rollouts: one without targets does not hide the targets of the next
+    assert [len(r.targets) for r in store.rollouts()] == [0, 2, 7]
     assert listed[aborted.id]["failures"] == 3 and listed[aborted.id]["failure_limit"] == 3
     assert listed[aborted.id]["open"] is True and listed[quiet.id]["total"] == 0
     assert [r.id for r, _ in store.rollout_summaries("other")] == [quiet.id]
