@@ -39,6 +39,11 @@ class Loop:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stop = threading.Event()
         self._next_beat = 0.0
+        # Clients with packets queued, and those of them waiting for room in their socket. Most writes go
+        # out at once (below), so the selector is asked to watch for writability only when a socket is full:
+        # two epoll_ctl calls per message would be the simulator measuring itself.
+        self._unsent: set[paho.Client] = set()
+        self._blocked: set[paho.Client] = set()
         self.thread = threading.Thread(target=self._run, name="simloop", daemon=True)
         self.thread.start()
 
@@ -66,8 +71,8 @@ class Loop:
         client = link.client
         client.on_socket_open = lambda c, u, sock: self.selector.register(sock, selectors.EVENT_READ, c)
         client.on_socket_close = lambda c, u, sock: self._forget(sock)
-        client.on_socket_register_write = lambda c, u, sock: self._watch(sock, c, write=True)
-        client.on_socket_unregister_write = lambda c, u, sock: self._watch(sock, c, write=False)
+        client.on_socket_register_write = lambda c, u, sock: self._unsent.add(c)
+        client.on_socket_unregister_write = lambda c, u, sock: self._sent(c, sock)
         self.links.append(link)
 
     def detach_all(self) -> None:
@@ -80,12 +85,31 @@ class Loop:
         except (KeyError, ValueError):
             pass
 
+    def _sent(self, client: paho.Client, sock: Any) -> None:
+        self._unsent.discard(client)
+        if client in self._blocked:
+            self._blocked.discard(client)
+            self._watch(sock, client, write=False)
+
+    def _flush(self) -> None:
+        """Write what every client queued; watch for writability only where the socket was full."""
+        for client in list(self._unsent):
+            client.loop_write()
+            sock = client.socket()
+            if client.want_write() and sock is not None and client not in self._blocked:
+                self._blocked.add(client)
+                self._watch(sock, client, write=True)
+            elif not client.want_write():
+                self._unsent.discard(client)
+
     def _watch(self, sock: Any, client: paho.Client, *, write: bool) -> None:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
         try:
             self.selector.modify(sock, events, client)
         except KeyError:
             self.selector.register(sock, events, client)
+        except (ValueError, OSError):
+            pass  # closed meanwhile
 
     def _run(self) -> None:
         next_misc = time.monotonic() + MISC_S
@@ -101,13 +125,13 @@ class Loop:
                 client = key.data
                 if events & selectors.EVENT_READ:
                     client.loop_read()
-                if events & selectors.EVENT_WRITE or client.want_write():
+                if events & selectors.EVENT_WRITE or client in self._unsent:
                     client.loop_write()  # what a read made it send (an echo, an ack) goes now
             self._run_tasks()
             now = time.time()
             for agent in self.agents:
                 agent.pump(now)
-                if agent.link.client.want_write():
+                if agent.link.client in self._unsent:
                     # A board's own network thread sends its report at once; waiting for the next select()
                     # would hold it until every other agent of this process has reconciled.
                     agent.link.client.loop_write()
@@ -118,6 +142,7 @@ class Loop:
             if time.monotonic() >= next_misc:
                 next_misc = time.monotonic() + MISC_S
                 self._misc()
+            self._flush()  # tasks, beats and pings queue packets too
 
     def _run_tasks(self) -> None:
         while True:

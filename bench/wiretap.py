@@ -1,111 +1,120 @@
-"""A plain subscriber on the broker that notes, per device, when its desired state went by and when its
-first report of the app running at a given image went by: with the controller's own timestamps, this
-splits a convergence into controller publish -> agent -> controller. It adds one subscriber (two
-messages per device), so the simulator uses it only when asked (`--breakdown`), and in a process of its
-own: in the benchmark's process its work would slow the controller it measures."""
+"""What went by on the broker: per device, when its desired state went by and when its first report of
+the app running at a given image went by. With the controller's own timestamps, this splits a
+convergence into controller publish -> agent -> controller, and it gives the issue's own measure
+(desired published -> reported running).
+
+The listening is done by `mosquitto_sub` (C), which writes every message with its arrival time to a
+file; the file is read after each rollout. A Python subscriber cost about a quarter of a CPU-second per
+1,000-device rollout - on the same two cores as the agents and the controller it measures.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
-from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from protocol import ProtocolError, ReportedState, decode, topics
+from controller.sandbox.prereqs import require
+from protocol import topics
 from protocol.broker import BrokerAddress
-from protocol.messages import Phase
 from protocol.topics import Channel
+
+READY_S = 10.0
 
 
 class Wiretap:
-    """The tap, in a child process: watch(image) before a rollout, seen() after it."""
+    """watch(image) before a rollout, seen() after it, close() at the end."""
 
-    def __init__(self, broker_url: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, broker_url), name="wiretap", daemon=True)
-        self._process.start()
-        self._call("ready")
-
-    def watch(self, image: str) -> None:
-        self._call("watch", image)
-
-    def seen(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(device -> when its desired state went by, device -> when its running report went by)."""
-        return self._call("seen")  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        try:
-            self._call("close")
-        finally:
-            self._process.join(10)
-
-    def _call(self, *message: Any, timeout: float = 60.0) -> Any:
-        self._conn.send(message)
-        if not self._conn.poll(timeout):
-            raise RuntimeError(f"the wiretap did not answer {message[0]!r} within {timeout:g} s")
-        return self._conn.recv()
-
-
-def _serve(conn: Connection, broker_url: str) -> None:
-    tap = _Tap(broker_url)
-    while True:
-        command, *args = conn.recv()
-        if command == "watch":
-            tap.watch(*args)
-        reply: Any = tap.seen() if command == "seen" else True
-        if command == "close":
-            tap.close()
-        conn.send(reply)
-        if command == "close":
-            return
-
-
-class _Tap:
     def __init__(self, broker_url: str) -> None:
         address = BrokerAddress.parse(broker_url)
-        self.desired: dict[str, float] = {}
-        self.running: dict[str, float] = {}
-        self.image: str | None = None
-        self._lock = threading.Lock()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"tinyfleet-bench-tap-{uuid.uuid4().hex[:8]}")
-        self._client.on_message = self._message
-        self._client.connect(address.host, address.port)
-        self._client.subscribe([(topics.subscription(Channel.DESIRED), 0), (topics.subscription(Channel.REPORTED), 0)])
-        self._client.loop_start()
+        if address.tls or address.username:
+            raise ValueError("the wiretap listens on a plain, anonymous broker (the benchmarks' own)")
+        require("mosquitto_sub", "mosquitto_pub")
+        self._address = address
+        fd, name = tempfile.mkstemp(prefix="tfwiretap-", suffix=".log")
+        self._path = Path(name)
+        self._log = os.fdopen(fd, "wb")
+        self._errors = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [shutil.which("mosquitto_sub") or "mosquitto_sub", *self._at(), "-q", "0",
+             "-i", f"tinyfleet-bench-tap-{uuid.uuid4().hex[:8]}",
+             "-t", topics.subscription(Channel.DESIRED), "-t", topics.subscription(Channel.REPORTED),
+             "-F", "%U %r %t %p"], stdout=self._log, stderr=self._errors)
+        self._offset = 0
+        self._image: str | None = None
+        self._wait_subscribed()
+
+    def _at(self) -> list[str]:
+        return ["-h", self._address.host, "-p", str(self._address.port)]
+
+    def _wait_subscribed(self) -> None:
+        """Until a probe comes through: a desired state for a device that does not exist, not retained
+        (no agent listens there, and the controller does not read desired topics)."""
+        probe = topics.desired(f"tap-probe-{uuid.uuid4().hex[:8]}")
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._errors.seek(0)
+                raise RuntimeError(f"mosquitto_sub exited with {self._proc.returncode}: "
+                                   f"{self._errors.read().decode(errors='replace').strip()}")
+            subprocess.run([shutil.which("mosquitto_pub") or "mosquitto_pub", *self._at(), "-t", probe, "-m", "probe"],
+                           check=False, capture_output=True, timeout=READY_S)
+            time.sleep(0.1)
+            if probe.encode() in self._path.read_bytes():
+                return
+        self.close()
+        raise RuntimeError(f"mosquitto_sub did not subscribe within {READY_S:g} s")
 
     def watch(self, image: str) -> None:
-        """Forget what was seen; from now on note reports of the app running `image`."""
-        with self._lock:
-            self.desired, self.running, self.image = {}, {}, image
+        """From now on: note desired states, and reports of the app running `image`."""
+        self._log.flush()
+        self._offset = self._path.stat().st_size
+        self._image = image
 
-    def seen(self) -> tuple[dict[str, float], dict[str, float]]:
-        with self._lock:
-            return dict(self.desired), dict(self.running)
+    def seen(self, settle: float = 0.3) -> tuple[dict[str, float], dict[str, float]]:
+        """(device -> when its desired state went by, device -> when its running report went by), since
+        watch(). Waits `settle` seconds first: the last messages reach the controller and this tap at
+        about the same time."""
+        time.sleep(settle)
+        desired: dict[str, float] = {}
+        running: dict[str, float] = {}
+        with self._path.open("rb") as f:
+            f.seek(self._offset)
+            for line in f:
+                parts = line.rstrip(b"\n").split(b" ", 3)
+                if len(parts) < 4 or parts[1] != b"0" or not parts[3]:
+                    continue  # retained history, or a cleared topic
+                try:
+                    device_id, channel = topics.parse(parts[2].decode())
+                    at = float(parts[0])
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if channel == Channel.DESIRED:
+                    desired.setdefault(device_id, at)
+                elif device_id not in running and self._runs(parts[3]):
+                    running[device_id] = at
+        return desired, running
+
+    def _runs(self, payload: bytes) -> bool:
+        try:
+            apps = json.loads(payload)["body"]["apps"]
+            return any(a.get("phase") == "running" and a.get("current_image") == self._image for a in apps)
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        now = time.time()
-        if msg.retain or not msg.payload:
-            return  # history from before the watch
-        try:
-            device_id, channel = topics.parse(msg.topic)
-            if channel == Channel.DESIRED:
-                with self._lock:
-                    self.desired.setdefault(device_id, now)
-                return
-            report = decode(msg.payload, ReportedState)
-        except ProtocolError:
-            return
-        assert isinstance(report, ReportedState)
-        if any(a.phase == Phase.RUNNING and a.current_image == self.image for a in report.apps):
-            with self._lock:
-                self.running.setdefault(device_id, now)
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+        self._errors.close()
+        self._path.unlink(missing_ok=True)

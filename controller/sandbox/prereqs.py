@@ -10,6 +10,7 @@ SETUP = "bash scripts/dev.sh setup"
 PACKAGES = {
     "mosquitto": "mosquitto",
     "mosquitto_pub": "mosquitto-clients",
+    "mosquitto_sub": "mosquitto-clients",
     "dockerd": "docker.io",
     "docker-registry": "docker-registry",
     "qemu-aarch64-static": "qemu-user-static",
