@@ -30,7 +30,6 @@ ingest, fan-out bench.controller_ingest, on a broker of its own after the simula
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import statistics
@@ -39,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from agent import logs
 from bench import controller_ingest, images
 from bench.proc import cpu_seconds, machine_busy
 from bench.roundtrip import EchoBaseline, RoundTrip, discard_session
@@ -315,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=30_000, help="ingest burst size")
     parser.add_argument("--no-throughput", action="store_true", help="skip the ingest and fan-out figures")
     args = parser.parse_args(argv)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logs.configure("warning", json=True)  # as `tinyfleet controller` sets it up, quieter
     busy = machine_busy(1.0)
     print(f"machine: {os.cpu_count()} cores, {busy:.0%} busy before the run (load average "
           f"{os.getloadavg()[0]:.2f}); open files limit {raise_fd_limit()}; simulator GIL switch interval "
