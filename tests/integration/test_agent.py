@@ -17,6 +17,7 @@ from controller.sandbox.dockerd import Dockerd
 from controller.sandbox.images import DemoImage
 from controller.sandbox.peer import FleetPeer
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
+from tests.support.engine import labelled_containers
 from tests.support.images import incompressible, publish
 from tests.support.registry_proxy import RegistryProxy
 
@@ -85,7 +86,7 @@ class Board:
 
     def containers(self, app: str | None = None) -> list:  # type: ignore[type-arg]
         labels = [f"io.tinyfleet.device={self.id}"] + ([f"io.tinyfleet.app={app}"] if app else [])
-        return self.docker.containers.list(all=True, filters={"label": labels})
+        return labelled_containers(self.docker, labels)
 
     def running(self, app: str) -> list:  # type: ignore[type-arg]
         return [c for c in self.containers(app) if c.status == "running"]
@@ -264,14 +265,15 @@ def test_broker_restart_loses_no_reported_state(board, images, mosquitto, peer) 
     b.want(app(images["v2"]))
     b.wait(lambda r: r.app("hello") is not None and r.app("hello").phase != Phase.RUNNING, "update started")  # type: ignore[union-attr]
     mosquitto.stop()
-    # the hand-over finishes while the broker is down
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        cs = b.containers("hello")
-        if len(cs) == 1 and cs[0].labels["io.tinyfleet.image"] == images["v2"].ref:
-            break
-        time.sleep(0.5)
-    mosquitto.start()
+    try:  # the hand-over finishes while the broker is down
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            cs = b.containers("hello")
+            if len(cs) == 1 and cs[0].labels["io.tinyfleet.image"] == images["v2"].ref:
+                break
+            time.sleep(0.5)
+    finally:
+        mosquitto.start()  # whatever happened here, the rest of the session needs its broker
     fresh = FleetPeer(mosquitto.url)  # a newcomer sees the retained, current report
     try:
         report = fresh.wait(b.id, lambda r: r.app("hello") is not None and r.app("hello").phase == Phase.RUNNING  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from controller.sandbox.agents import AgentProcess
 from controller.sandbox.peer import FleetPeer
 from controller.service import Controller
 from protocol import Phase, ReportedState
+from tests.support.engine import labelled_containers
 from tests.support.fleet import ControllerProcess, client_of, push_demo_image, running_controller
 from tests.support.wait import eventually
 
@@ -80,7 +81,7 @@ class Boards:
 
     def containers(self, agent: AgentProcess, *, running_only: bool = False) -> list:  # type: ignore[type-arg]
         labels = [f"io.tinyfleet.device={agent.device_id}", f"io.tinyfleet.app={APP}"]
-        return self.docker.containers.list(all=not running_only, filters={"label": labels})
+        return labelled_containers(self.docker, labels, all=not running_only)
 
     def running_per_device(self) -> Counter[str]:
         """Running containers of the app per device of this test, in one call to the engine."""
