@@ -139,12 +139,17 @@ def test_update_hands_over_with_no_gap_in_service(board, images) -> None:  # typ
     b.want(app(images["v1"]))
     b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
     gaps: list[float] = []
+    errors: list[Exception] = []
     seen_two = threading.Event()
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            running = len(b.running("hello"))
+            try:
+                running = len(b.running("hello"))
+            except Exception as exc:  # noqa: BLE001 - asserted below: a watch that died would prove nothing
+                errors.append(exc)
+                return
             if running == 0:
                 gaps.append(time.monotonic())
             if running == 2:
@@ -159,6 +164,7 @@ def test_update_hands_over_with_no_gap_in_service(board, images) -> None:  # typ
     finally:
         stop.set()
         watcher.join()
+    assert not errors, f"the watch stopped looking: {errors[0]!r}" if errors else ""
     assert not gaps, "there was a moment with no running container"
     assert seen_two.is_set(), "old and new ran side by side during the hand-over"
     (container,) = b.containers("hello")
