@@ -125,7 +125,7 @@ class Convergence:
     latencies: list[float]  # settled_at - started_at of each converged target
     api_to_all: float  # the rollout API call -> the last target converged
     cost: Cost
-    stages: dict[str, list[float]] | None = None  # per-device seconds of each stage (None: no wiretap)
+    stages: dict[str, list[float]]  # per-device seconds of each stage, from the wiretap
 
     @property
     def converged(self) -> int:
@@ -147,7 +147,7 @@ class Simulation:
 
 def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 1000, processes: int = 4,
              rounds: int = 3, platforms: tuple[str, ...] = PLATFORMS, heartbeat: float = 30.0, timeout: float = 300.0,
-             broker_pid: int | None = None, breakdown: bool = True,
+             broker_pid: int | None = None,
              progress=print) -> Simulation:  # type: ignore[no-untyped-def]
     """Run the raw round trips and the rollouts. Everything started here is stopped here, and the broker is
     left without these devices' retained messages and sessions (it may be shared with tests)."""
@@ -172,15 +172,14 @@ def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 
             progress(f"agents: {connected}/{devices} connected and registered with the controller in "
                      f"{time.monotonic() - started:.1f} s")
             rollouts = []
-            tap = Wiretap(broker_url) if breakdown else None
+            tap = Wiretap(broker_url)
             try:
                 for i, image in enumerate(pushed):
                     rollouts.append(_rollout(api, meter, image, timeout, tap))
                     progress(f"rollout {i + 1}: {rollouts[-1].converged}/{devices} converged "
                              f"({rollouts[-1].rollout['state']}), {Figures.of(rollouts[-1].latencies)}")
             finally:
-                if tap:
-                    tap.close()
+                tap.close()
             fleet.total("agents_stop", timeout=60)
             session = controller.store.meta("mqtt_client_id")
         finally:
@@ -226,10 +225,9 @@ def _wait_registered(api: ApiClient, devices: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: Wiretap | None) -> Convergence:
+def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: Wiretap) -> Convergence:
     release = api.create_release(APP, image, health=HEALTH)
-    if tap:
-        tap.watch(release["image"])
+    tap.watch(release["image"])
     before = meter.read()
     called = time.time()
     rollout_id = api.start_rollout(APP, release["id"], "all", canary=0, batch="100%", health_timeout=timeout)["id"]
@@ -244,17 +242,15 @@ def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: W
     converged = [t for t in done["targets"] if t["state"] == "converged"]
     latencies = [t["settled_at"] - t["started_at"] for t in converged]
     last = max((t["settled_at"] for t in converged), default=math.nan)
-    stages = None
-    if tap:
-        desired, running = tap.seen()
-        seen = [t for t in converged if t["device"] in desired and t["device"] in running]
-        first = min((desired[t["device"]] for t in seen), default=math.nan)
-        stages = {"batch start -> desired on the wire": [desired[t["device"]] - t["started_at"] for t in seen],
-                  "agent: desired -> running reported": [running[t["device"]] - desired[t["device"]] for t in seen],
-                  "controller: report -> settled": [t["settled_at"] - running[t["device"]] for t in seen],
-                  # the issue's own words, "desired published -> reported running", timed like the raw round
-                  # trip: from the first desired state on the wire to each device's report
-                  FIRST_DESIRED: [running[t["device"]] - first for t in seen]}
+    desired, running = tap.seen()
+    seen = [t for t in converged if t["device"] in desired and t["device"] in running]
+    first = min((desired[t["device"]] for t in seen), default=math.nan)
+    stages = {"batch start -> desired on the wire": [desired[t["device"]] - t["started_at"] for t in seen],
+              "agent: desired -> running reported": [running[t["device"]] - desired[t["device"]] for t in seen],
+              "controller: report -> settled": [t["settled_at"] - running[t["device"]] for t in seen],
+              # the issue's own words, "desired published -> reported running", timed like the raw round
+              # trip: from the first desired state on the wire to each device's report
+              FIRST_DESIRED: [running[t["device"]] - first for t in seen]}
     return Convergence(done, latencies, last - called, cost, stages)
 
 
@@ -280,16 +276,15 @@ def report(sim: Simulation) -> float:
     raw = Figures.median([Figures.of(r.trip.from_start) for r in sim.raw])
     own = Figures.median([Figures.of(r.trip.per_message) for r in sim.raw])
     strict = Figures.median([Figures.of(r.latencies) for r in sim.rollouts])
-    stages = {stage: Figures.median([Figures.of(r.stages[stage]) for r in sim.rollouts if r.stages])
-              for stage in sim.rollouts[0].stages or {}}
+    stages = {stage: Figures.median([Figures.of(r.stages[stage]) for r in sim.rollouts])
+              for stage in sim.rollouts[0].stages}
     api_to_all = statistics.median(r.api_to_all for r in sim.rollouts)
-    conv = stages.get(FIRST_DESIRED)
-    ratio = conv.p95 / raw.p95 if conv else math.nan
+    conv = stages[FIRST_DESIRED]
+    ratio = conv.p95 / raw.p95
     print(f"\n{sim.devices} devices in {sim.processes} simulator processes; medians over {len(sim.raw)} rounds")
     print(f"raw round trip   first publish -> device echoed     {raw}")
     print(f"                 its own publish -> device echoed   {own}")
-    if conv:
-        print(f"convergence      {FIRST_DESIRED:<34} {conv}")
+    print(f"convergence      {FIRST_DESIRED:<34} {conv}")
     print(f"                 rollout API call -> all converged  {api_to_all * 1000:7.1f} ms;  every round all "
           f"{sim.devices} converged: {'yes' if sim.all_converged else 'NO'}")
     print(f"ratio            p95 convergence / p95 raw          {ratio:5.2f} x   (goal <= {CONVERGENCE_GOAL:g} x)  "

@@ -367,12 +367,9 @@ class Store:
             self._mark(changed)
         return changed
 
-    def desired_inputs(self, device_id: str) -> tuple[int, int, list[Release]]:
-        """(stored desired generation, reported generation, the releases assigned to the device)."""
-        return self.desired_inputs_many([device_id])[device_id]
-
     def desired_inputs_many(self, device_ids: Sequence[str]) -> dict[str, tuple[int, int, list[Release]]]:
-        """desired_inputs for many devices in two queries; every one must exist."""
+        """(stored desired generation, reported generation, the releases assigned) per device, in two
+        queries; every one must exist."""
         ids = json.dumps(list(device_ids))
         with self._lock:
             rows = self._db.execute("SELECT id, desired_generation, reported_generation FROM devices WHERE id IN "
@@ -388,12 +385,9 @@ class Store:
             raise StoreError(f"device {missing[0]} is not in the store")
         return out  # type: ignore[return-value]
 
-    def save_desired(self, device_id: str, generation: int, payload: bytes) -> None:
-        """Record the desired document just built; the generation must grow, or nothing is written."""
-        self.save_desired_many([(device_id, generation, payload)])
-
     def save_desired_many(self, documents: Sequence[tuple[str, int, bytes]]) -> None:
-        """save_desired for many devices; all or none (a generation that does not grow fails them all)."""
+        """Record the desired documents just built; all or none: a generation that does not grow over the
+        stored one fails them all."""
         with self.transaction():
             self._mark(device_id for device_id, _, _ in documents)
             for device_id, generation, payload in documents:
@@ -495,9 +489,6 @@ class Store:
     def rollout(self, rollout_id: int) -> Rollout | None:
         found = self._rollouts("WHERE r.id = ?", (rollout_id,))
         return found[0] if found else None
-
-    def rollouts(self, app: str | None = None, limit: int = 20) -> list[Rollout]:
-        return self._rollouts("WHERE ? IS NULL OR r.app = ? ORDER BY r.id DESC LIMIT ?", (app, app, limit))
 
     def rollout_summaries(self, app: str | None = None, limit: int = 20) -> list[tuple[Rollout, Tally]]:
         """The newest rollouts without their targets, which are counted here instead: a listing polled

@@ -25,7 +25,7 @@ def test_fifty_simulated_agents_answer_and_all_converge_on_one_rollout(mosquitto
     assert {t["device"] for t in rollout.rollout["targets"]} == {f"sim-{i:05d}" for i in range(DEVICES)}
     assert len(rollout.latencies) == DEVICES and all(0 < seconds < 60 for seconds in rollout.latencies)
     # the wiretap saw every device's desired state and running report go by, in that order
-    assert rollout.stages is not None and all(len(times) == DEVICES for times in rollout.stages.values())
+    assert all(len(times) == DEVICES for times in rollout.stages.values())
     assert all(seconds > 0 for seconds in rollout.stages["agent: desired -> running reported"])
 
     peer = FleetPeer(mosquitto.url)  # a newcomer would get any retained message the simulation left

@@ -108,11 +108,11 @@ def test_assignments_report_whether_they_changed_and_flag_the_device_for_publish
     assert store.assign("a", "hello", r1.id, None, 1.0) is True
     assert store.assign("a", "hello", r1.id, None, 2.0) is False
     assert store.devices_needing_publish() == ["a"]
-    assert store.desired_inputs("a") == (0, 0, [r1])
-    store.save_desired("a", 1, b"doc")
+    assert store.desired_inputs_many(["a"])["a"] == (0, 0, [r1])
+    store.save_desired_many([("a", 1, b"doc")])
     assert store.devices_needing_publish() == []
     assert store.assign("a", "hello", None, None, 3.0) is True
-    assert store.desired_inputs("a")[2] == []
+    assert store.desired_inputs_many(["a"])["a"][2] == []
 
 
 def test_every_write_to_a_device_record_is_counted_as_a_change_for_readers_that_keep_records(store: Store) -> None:
@@ -126,7 +126,7 @@ def test_every_write_to_a_device_record_is_counted_as_a_change_for_readers_that_
         "join": lambda: store.add_to_group("a", "g"), "leave": lambda: store.remove_from_group("a", "g"),
         "pin": lambda: store.set_pin("a", "hello", None), "unpin": lambda: store.remove_pin("a", "hello"),
         "assign": lambda: store.assign("a", "hello", r1.id, None, 1.0),
-        "document": lambda: store.save_desired("a", 7, b"doc"),
+        "document": lambda: store.save_desired_many([("a", 7, b"doc")]),
     }
     assert store.take_changed() == set()
     for what, write in writes.items():
@@ -139,9 +139,9 @@ def test_every_write_to_a_device_record_is_counted_as_a_change_for_readers_that_
 
 def test_a_generation_never_goes_back(store: Store) -> None:
     seen(store, "a")
-    store.save_desired("a", 5, b"five")
+    store.save_desired_many([("a", 5, b"five")])
     with pytest.raises(StoreError, match="not above"):
-        store.save_desired("a", 5, b"again")
+        store.save_desired_many([("a", 5, b"again")])
     assert store.desired_payloads() == [("a", 5, b"five")]
 
 
@@ -149,20 +149,20 @@ def test_a_batch_of_assignments_applies_in_order_and_names_only_the_devices_that
     seen(store, "a", "b", "c")
     r1, r2 = store.add_release(release(1)), store.add_release(release(2))
     store.assign("a", "hello", r1.id, None, 1.0)
-    store.save_desired("a", 1, b"doc")
+    store.save_desired_many([("a", 1, b"doc")])
     changed = store.assign_many("hello", [("a", r1.id), ("b", r1.id), ("c", r1.id), ("c", r2.id)], 7, 2.0)
     assert changed == ["b", "c"]  # a already had r1; for c the last word counts
     assert sorted(store.devices_needing_publish()) == ["b", "c"]
     assert {d: inputs[2] for d, inputs in store.desired_inputs_many(["a", "b", "c"]).items()} == {
         "a": [r1], "b": [r1], "c": [r2]}
     assert store.assign_many("hello", [("b", None), ("a", r1.id)], None, 3.0) == ["b"]
-    assert store.desired_inputs("b")[2] == []
+    assert store.desired_inputs_many(["b"])["b"][2] == []
     assert store.assign_many("hello", [], None, 4.0) == []
 
 
 def test_documents_for_many_devices_are_stored_all_or_none(store: Store) -> None:
     seen(store, "a", "b")
-    store.save_desired("b", 5, b"five")
+    store.save_desired_many([("b", 5, b"five")])
     with pytest.raises(StoreError, match="b is not above"):
         store.save_desired_many([("a", 1, b"one"), ("b", 5, b"again")])
     assert store.desired_payloads() == [("b", 5, b"five")]  # a's document went with the failed batch
@@ -174,7 +174,7 @@ def test_documents_for_many_devices_are_stored_all_or_none(store: Store) -> None
 
 def test_a_report_ahead_of_the_stored_generation_asks_for_a_new_document(store: Store) -> None:
     seen(store, "a")
-    store.save_desired("a", 2, b"two")
+    store.save_desired_many([("a", 2, b"two")])
     store.record([Incoming(reported("a", 2), live=True)], now=101, stale_after=3)
     assert store.devices_needing_publish() == []
     store.record([Incoming(reported("a", 7), live=True)], now=102, stale_after=3)
@@ -231,8 +231,8 @@ def test_a_rollout_listing_counts_targets_in_the_store_exactly_as_the_rollout_co
     for full in (aborted, reverting, quiet):
         assert listed[full.id] == full.to_dict(targets=False)
     assert listed[reverting.id]["failures"] == 0
-    # loading whole rollouts: one without targets does not hide the targets of the next
-    assert [len(r.targets) for r in store.rollouts()] == [0, 2, 7]
+    # and loaded whole, each has all its targets
+    assert [len(store.rollout(r.id).targets) for r, _ in store.rollout_summaries()] == [0, 2, 7]  # type: ignore[union-attr]
     assert listed[aborted.id]["failures"] == 3 and listed[aborted.id]["failure_limit"] == 3
     assert listed[aborted.id]["open"] is True and listed[quiet.id]["total"] == 0
     assert [r.id for r, _ in store.rollout_summaries("other")] == [quiet.id]
