@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="where the agent keeps its state (default /var/lib/tinyfleet)")
     p.add_argument("--max-image-bytes", type=int, help="default compressed size budget per image")
     p.add_argument("--heartbeat-seconds", type=float, help="health message and resync interval (default 30)")
+    p.add_argument("--controller-key", help="the controller's public key, ed25519:BASE64 (its signing-key.pub)")
+    p.add_argument("--insecure-accept-unsigned", action="store_true", default=None,
+                   help="run without a controller key, accepting unsigned desired states from any broker client")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--check", action="store_true", help="validate the configuration, print it, and exit")
     p.add_argument("--print-unit", action="store_true", help="print the systemd unit and exit")
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     flags = {"device_id": args.device_id, "broker": args.broker, "docker_host": args.docker_host,
              "platform": args.platform, "state_dir": args.state_dir, "max_image_bytes": args.max_image_bytes,
-             "heartbeat_seconds": args.heartbeat_seconds, "log_level": args.log_level}
+             "heartbeat_seconds": args.heartbeat_seconds, "log_level": args.log_level,
+             "controller_key": args.controller_key, "insecure_accept_unsigned": args.insecure_accept_unsigned}
     try:
         config = load(args.config, flags)
         logs.configure(config.log_level)

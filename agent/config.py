@@ -5,6 +5,8 @@
     mqtt_username = "pi-0001"
     mqtt_password = "..."                       # this device's own secret
     ca_file = "/etc/tinyfleet/ca.pem"
+    controller_key = "ed25519:..."              # the controller's signing-key.pub: only states it signed are run
+    insecure_accept_unsigned = false            # true: run without a key and accept unsigned states (tests only)
     docker_host = "unix:///var/run/docker.sock"
     platform = "linux/arm/v6"                   # default: detected from the engine and the CPU
     state_dir = "/var/lib/tinyfleet"
@@ -33,6 +35,7 @@ from oci.platform import Platform
 from oci.registry import Credentials
 from protocol import ProtocolError
 from protocol.broker import BrokerAddress
+from protocol.signing import PublicKey
 from protocol.topics import validate_device_id
 
 DEFAULT_PATH = Path("/etc/tinyfleet/agent.toml")
@@ -40,7 +43,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "device_id": str, "broker": str, "mqtt_username": str, "mqtt_password": str, "ca_file": str,
     "docker_host": str, "platform": str, "state_dir": str, "max_image_bytes": int, "heartbeat_seconds": (int, float),
     "settle_seconds": (int, float), "deadline_seconds": (int, float), "min_free_bytes": int, "log_level": str,
-    "registries": dict,
+    "registries": dict, "controller_key": str, "insecure_accept_unsigned": bool,
 }
 _DEFAULTS: dict[str, Any] = {
     "docker_host": "unix:///var/run/docker.sock", "state_dir": "/var/lib/tinyfleet", "max_image_bytes": 100 * 2**20,
@@ -72,6 +75,8 @@ class AgentConfig:
     min_free_bytes: int = _DEFAULTS["min_free_bytes"]
     log_level: str = "info"
     registries: dict[str, Registry] = field(default_factory=dict, repr=False)
+    controller_key: PublicKey | None = None
+    insecure_accept_unsigned: bool = False
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
@@ -87,6 +92,10 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
 def _coerce(key: str, value: str, kind: type | tuple[type, ...]) -> Any:
     if kind is str:
         return value
+    if kind is bool:
+        if value.lower() not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value.lower() in ("1", "true", "yes")
     try:
         return float(value) if kind == (int, float) else int(value)
     except ValueError:
@@ -120,7 +129,7 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
             raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(_TYPES))})")
         for key, value in from_file.items():
             kind = _TYPES[key]
-            if isinstance(value, bool) or not isinstance(value, kind):
+            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
                 raise ConfigError(f"{path}: {key} has the wrong type ({type(value).__name__})")
         values.update(from_file)
     elif explicit:
@@ -133,8 +142,14 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
         BrokerAddress.parse(values["broker"])  # refused here, with the rest of the configuration
         device_id = validate_device_id(values["device_id"]) if values.get("device_id") else None
         platform = Platform.parse(values["platform"]) if values.get("platform") else None
+        key = PublicKey.parse(values["controller_key"]) if values.get("controller_key") else None
     except (ProtocolError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
+    insecure = bool(values.get("insecure_accept_unsigned"))
+    if key is None and not insecure:
+        raise ConfigError("no controller_key configured: set it to the controller's signing-key.pub (config file, "
+                          "TINYFLEET_CONTROLLER_KEY or --controller-key); only --insecure-accept-unsigned runs "
+                          "without one, accepting desired states from any broker client")
     if values["heartbeat_seconds"] <= 0 or values["deadline_seconds"] < values["settle_seconds"]:
         raise ConfigError("heartbeat_seconds must be positive and deadline_seconds at least settle_seconds")
     return AgentConfig(
@@ -144,4 +159,5 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
         max_image_bytes=values["max_image_bytes"] or None, heartbeat_seconds=float(values["heartbeat_seconds"]),
         settle_seconds=float(values["settle_seconds"]), deadline_seconds=float(values["deadline_seconds"]),
         min_free_bytes=int(values["min_free_bytes"]), log_level=values["log_level"],
-        registries=_registries(values.get("registries") or {}))
+        registries=_registries(values.get("registries") or {}), controller_key=key,
+        insecure_accept_unsigned=insecure)

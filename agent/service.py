@@ -19,6 +19,7 @@ from tenacity import Retrying, retry_if_result, wait_exponential, wait_random
 import protocol
 from agent import __version__
 from agent.config import AgentConfig
+from agent.errors import ConfigError
 from agent.executor import Engine, Verifier
 from agent.health import HealthProbe
 from agent.intake import intake
@@ -58,6 +59,9 @@ class _Inbox:
 class Agent:
     def __init__(self, config: AgentConfig, device_id: str, platform: Platform, engine: PingableEngine,
                  verifier: Verifier) -> None:
+        if config.controller_key is None and not config.insecure_accept_unsigned:
+            raise ConfigError("no controller_key: the agent runs only states its controller signed "
+                              "(insecure_accept_unsigned is the explicit opt-out)")
         self.config = config
         self.device_id = device_id
         self.platform = platform
@@ -94,8 +98,10 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
+        key = self.config.controller_key
         log.info("agent starting", device_id=self.device_id, platform=str(self.platform), version=__version__,
-                 broker=str(self.link.broker), state_dir=str(self.config.state_dir))
+                 broker=str(self.link.broker), state_dir=str(self.config.state_dir),
+                 controller_key=key.key_id if key else "none: accepting UNSIGNED desired states")
         self.link.start()
         housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         housekeeping.start()
@@ -181,7 +187,7 @@ class Agent:
         return outcome
 
     def _intake(self, payload: bytes) -> None:
-        verdict = intake(payload, self.store.current, self.device_id)
+        verdict = intake(payload, self.store.current, self.device_id, self.config.controller_key)
         if verdict.outcome == "ignored":
             return
         self.store.update(lambda _: verdict.state)

@@ -24,6 +24,7 @@ import protocol
 from agent.model import AppMemory, Failure, Resolved
 from protocol import DesiredState, Phase
 from protocol.codec import SCHEMA_VERSION
+from protocol.signing import PublicKey
 
 log = structlog.get_logger("agent.state")
 FORMAT = 1
@@ -36,6 +37,15 @@ class AgentState:
     rejection: tuple[int | None, str] | None = None  # (generation, why) of the last refused document
     memory: dict[str, AppMemory] = field(default_factory=dict)
     pulled: frozenset[str] = frozenset()
+    # Key rotation: the key this board moved to (endorsed by `trust_root`, the configured key, or by a key
+    # it endorsed). A different configured key (the board was re-provisioned) starts from that key again.
+    trusted_key: str | None = None
+    trust_root: str | None = None
+
+    def trust(self, configured: PublicKey) -> PublicKey:
+        if self.trusted_key and self.trust_root == str(configured):
+            return PublicKey.parse(self.trusted_key, "state.trusted_key")
+        return configured
 
     def app(self, name: str) -> AppMemory:
         return self.memory.get(name) or AppMemory()
@@ -55,7 +65,7 @@ def _to_json(state: AgentState) -> dict[str, Any]:
             if state.desired else None,
             "rejection": list(state.rejection) if state.rejection else None,
             "memory": {name: memory(m) for name, m in sorted(state.memory.items())},
-            "pulled": sorted(state.pulled)}
+            "pulled": sorted(state.pulled), "trusted_key": state.trusted_key, "trust_root": state.trust_root}
 
 
 def _from_json(doc: dict[str, Any]) -> AgentState:
@@ -75,7 +85,8 @@ def _from_json(doc: dict[str, Any]) -> AgentState:
         accepted_generation=int(doc["accepted_generation"]),
         desired=protocol.decode(json.dumps(desired), protocol.DesiredState) if desired else None,  # type: ignore[arg-type]
         rejection=(rejection[0], rejection[1]) if rejection else None,
-        memory=memory, pulled=frozenset(doc.get("pulled", ())))
+        memory=memory, pulled=frozenset(doc.get("pulled", ())),
+        trusted_key=doc.get("trusted_key"), trust_root=doc.get("trust_root"))
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:

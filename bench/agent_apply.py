@@ -35,9 +35,10 @@ def raw_apply(docker_host: str, ref: str, name: str) -> float:
 def main() -> None:
     with Stack() as stack:
         client = docker.DockerClient(base_url=stack.docker_host)
-        agent = AgentProcess("bench-apply", "linux/amd64", stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
-                             stack.root / "agents", heartbeat_seconds=30, settle_seconds=0).start()
         peer = FleetPeer(stack.broker_url)  # type: ignore[arg-type]
+        agent = AgentProcess("bench-apply", "linux/amd64", stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
+                             stack.root / "agents", heartbeat_seconds=30, settle_seconds=0,
+                             controller_key=str(peer.signer.public)).start()
         raw, started, reported = [], [], []
         try:
             for i in range(1, ROUNDS + 1):

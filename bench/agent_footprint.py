@@ -29,10 +29,11 @@ def main() -> None:
     python = str(exe.parent / "python")
     with Stack() as stack:
         image, _ = publish(stack.registry_host, stack.root, "bench/footprint", "1")  # type: ignore[arg-type]
+        peer = FleetPeer(stack.broker_url)  # type: ignore[arg-type]
         agent = AgentProcess("bench-footprint", "linux/amd64", stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
                              stack.root / "agents", heartbeat_seconds=30, settle_seconds=2,
-                             executable=exe).start()
-        peer = FleetPeer(stack.broker_url)  # type: ignore[arg-type]
+                             executable=exe,
+                             controller_key=str(peer.signer.public)).start()
         bare = _baseline(python, "pass")
         libs = _baseline(python, "import paho.mqtt.client, docker, structlog, tenacity")
         try:

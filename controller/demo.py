@@ -100,7 +100,7 @@ class Demo:
                 api = ApiClient(controller.url, controller.token)
                 self.say(f"controller API on {controller.url}")
                 try:
-                    self.start_boards(stack)
+                    self.start_boards(stack, controller.public_key)
                     self.wait_for_fleet(api)
                     releases = [api.create_release(APP, ref, max_bytes=1024 * 1024,
                                                    health={"settle_seconds": 2, "deadline_seconds": 150})
@@ -139,11 +139,11 @@ class Demo:
         self.out.print(table)
         return refs
 
-    def start_boards(self, stack: Stack) -> None:
+    def start_boards(self, stack: Stack, controller_key: str) -> None:
         for name, platform in BOARDS:
             agent = AgentProcess(f"{self.options.prefix}-{name}", platform, stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
                                  stack.root / "agents", heartbeat_seconds=HEARTBEAT_S, settle_seconds=2,
-                                 deadline_seconds=150)
+                                 deadline_seconds=150, controller_key=controller_key)
             self.agents.append(agent.start())
         self.say("three boards started: " + ", ".join(f"{a.device_id} ({a.platform})" for a in self.agents))
 

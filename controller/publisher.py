@@ -6,6 +6,8 @@ controller restarts (it is committed with the document before anything is sent);
 store restored from an old backup, or a device that remembers more than the store does - the agent
 ignores anything not newer than what it accepted, so we must move above it.
 
+Every document is signed by the controller's key (controller.signing); boards refuse any other.
+
 Documents are sent after the transaction that stored them commits. Two threads may commit documents
 for the same device and send them in the opposite order; `send` drops a document older than one
 already sent, so the retained message is always the newest.
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import structlog
 
 from controller.model import Release
+from controller.signing import Signer
 from controller.store import Store
 from protocol import topics
 from protocol.codec import encode
@@ -40,9 +43,10 @@ def document(device_id: str, generation: int, releases: Iterable[Release], now: 
 
 
 class Publisher:
-    def __init__(self, store: Store, send: Send, clock: Callable[[], float] = time.time,
+    def __init__(self, store: Store, send: Send, signer: Signer, clock: Callable[[], float] = time.time,
                  on_sent: Callable[[int], None] = lambda n: None) -> None:
         self.store = store
+        self.signer = signer
         self._send = send
         self.clock = clock
         self.on_sent = on_sent
@@ -61,7 +65,8 @@ class Publisher:
             for device_id in device_ids:
                 stored, reported, releases = inputs[device_id]
                 generation = next_generation(stored, reported)
-                documents.append((device_id, generation, encode(document(device_id, generation, releases, now))))
+                desired = document(device_id, generation, releases, now)
+                documents.append((device_id, generation, encode(desired, self.signer.sign(desired))))
             self.store.save_desired_many(documents)
         return documents
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from controller.errors import StoreError
 from controller.model import Binding, DeviceRecord, Release, ReleasePlatform
+from controller.private import create_private
 from controller.rollout import Amount, Rollout, RolloutState, Tally, Target, TargetState, is_open
 from controller.schema import MIGRATIONS
 from controller.selector import Kind, Selector
@@ -92,7 +93,7 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(self.path))  # SQLite gives its -wal and -shm files the database's mode
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")

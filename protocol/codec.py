@@ -16,14 +16,15 @@ Compatibility rule (written here because both sides must follow it):
 * Writers always write their own version. Removing or re-typing a field needs a new MAJOR, a new
   topic prefix (tinyfleet/v2/...) and a period where the controller writes both.
 
-`sig` is reserved for a detached signature over the canonical body (sorted keys, no spaces); it is
-carried through untouched until signing lands.
+`sig` is the controller's Ed25519 signature of a desired state's body (1.1 on; protocol.signing says
+what it covers). The codec only checks its shape; whether to believe it is the agent's decision.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.errors import PayloadTooLarge, ProtocolError, UnsupportedVersion
@@ -31,7 +32,7 @@ from protocol.fields import Reader
 from protocol.messages import DesiredState, Health, ReportedState, Signature, Status
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1  # 1.1: desired states are signed (sig.endorsements for key rotation)
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -45,6 +46,7 @@ class Envelope:
     message: Message
     signature: Signature | None = None
     ignored: tuple[str, ...] = ()  # unknown fields skipped under the newer-minor rule
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as received: what was signed
 
 
 def canonical(obj: Any) -> bytes:
@@ -102,7 +104,8 @@ def open_envelope(payload: bytes | bytearray | str, expect: type[Message] | None
     body.done()
     signature = envelope.sub("sig", Signature.read, None)
     envelope.done()
-    return Envelope(version=version, message=message, signature=signature, ignored=tuple(sorted(ignored)))
+    return Envelope(version=version, message=message, signature=signature, ignored=tuple(sorted(ignored)),
+                    body=body.obj)
 
 
 def decode(payload: bytes | bytearray | str, expect: type[Message] | None = None) -> Message:

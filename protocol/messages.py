@@ -169,21 +169,64 @@ class AppSpec:
                 "health": self.health.to_dict() if self.health else None, "limits": self.limits.to_dict()}
 
 
+# base64 of a 32-byte key / a 64-byte signature, padded: checked here so a garbled field is refused by name
+PUBLIC_KEY_RE = re.compile(r"ed25519:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+SIGNATURE_VALUE_RE = re.compile(r"[A-Za-z0-9+/]{85}[AQgw]==")
+KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+MAX_ENDORSEMENTS = 8
+
+
+def _encoded(r: Reader, key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = r.str(key, max_len=88)
+    if not pattern.fullmatch(value):
+        raise ProtocolError(r.at(key), f"is not {what}")
+    return value
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """`by` (a key id) vouches for `key`: a signature by `by` over protocol.signing.endorsement_message(key).
+    A controller that rotated its signing key sends the chain from its first key with every document, so
+    a board that still trusts an older key moves to the new one without being re-flashed."""
+
+    key: str  # ed25519:<base64>
+    by: str  # key id of the endorsing key
+    value: str
+
+    @classmethod
+    def read(cls, r: Reader) -> Endorsement:
+        return cls(key=_encoded(r, "key", PUBLIC_KEY_RE, "an Ed25519 public key (ed25519:<base64 of 32 bytes>)"),
+                   by=_encoded(r, "by", KEY_ID_RE, "a key id (16 hex digits)"),
+                   value=_encoded(r, "value", SIGNATURE_VALUE_RE, "base64 of a 64-byte Ed25519 signature"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "by": self.by, "value": self.value}
+
+
 @dataclass(frozen=True)
 class Signature:
-    """Room for a detached signature over the canonical body; checking it comes with signing."""
+    """A detached signature over the canonical body (protocol.signing.desired_message), by the key
+    `key_id`, with the endorsements that lead to that key from the controller's earlier keys."""
 
     alg: str
     key_id: str
     value: str
+    endorsements: tuple[Endorsement, ...] = ()
 
     @classmethod
     def read(cls, r: Reader) -> Signature:
-        return cls(alg=r.str("alg", max_len=32), key_id=r.str("key_id", max_len=128),
-                   value=r.str("value", max_len=2048))
+        alg = r.str("alg", max_len=32)
+        if alg != "ed25519":
+            raise ProtocolError(r.at("alg"), f"{alg!r} is not a supported signature algorithm (ed25519)")
+        return cls(alg=alg, key_id=_encoded(r, "key_id", KEY_ID_RE, "a key id (16 hex digits)"),
+                   value=_encoded(r, "value", SIGNATURE_VALUE_RE, "base64 of a 64-byte Ed25519 signature"),
+                   endorsements=r.obj_list("endorsements", Endorsement.read, max_items=MAX_ENDORSEMENTS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alg": self.alg, "key_id": self.key_id, "value": self.value}
+        out: dict[str, Any] = {"alg": self.alg, "key_id": self.key_id, "value": self.value}
+        if self.endorsements:
+            out["endorsements"] = [e.to_dict() for e in self.endorsements]
+        return out
 
 
 @dataclass(frozen=True)
@@ -346,5 +389,6 @@ class Status:
                 "agent_version": self.agent_version, "platform": self.platform}
 
 
-__all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Health", "HealthPolicy", "Limits", "Phase",
+__all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Endorsement", "Health", "HealthPolicy", "Limits",
+           "Phase",
            "PortMapping", "ReportedState", "RestartPolicy", "Signature", "Status"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from protocol.errors import ProtocolError
+from protocol.signing import PublicKey
 from protocol.topics import validate_device_id
 from provisioning.errors import CredentialError
 
@@ -25,8 +26,19 @@ class DeviceSettings:
     mqtt_password: str
     ca_pem: str | None = None
     platform: str | None = None
+    controller_key: str | None = None  # ed25519:...: the only signer whose desired states the board runs
+    insecure_accept_unsigned: bool = False
 
     def __post_init__(self) -> None:
+        if self.controller_key is not None:
+            try:
+                key = PublicKey.parse(self.controller_key, "--controller-key")
+                object.__setattr__(self, "controller_key", str(key))
+            except ProtocolError as exc:
+                raise CredentialError(str(exc)) from exc
+        elif not self.insecure_accept_unsigned:
+            raise CredentialError("a board needs its controller's public key: --controller-key FILE (the controller's "
+                                  "signing-key.pub); --insecure-accept-unsigned lets any broker client command it")
         try:
             validate_device_id(self.device_id)
         except ProtocolError as exc:
@@ -50,13 +62,17 @@ class DeviceSettings:
                 f"mqtt_username={self.mqtt_username!r}, mqtt_password=<hidden>)")
 
     def agent_toml(self) -> str:
-        values: list[tuple[str, str | int]] = [("device_id", self.device_id), ("broker", self.broker),
+        values: list[tuple[str, str | int | bool]] = [("device_id", self.device_id), ("broker", self.broker),
                                                ("mqtt_username", self.mqtt_username),
                                                ("mqtt_password", self.mqtt_password)]
         if self.ca_pem is not None:
             values.append(("ca_file", CA_PATH))
         if self.platform is not None:
             values.append(("platform", self.platform))
+        if self.controller_key is not None:
+            values.append(("controller_key", self.controller_key))
+        else:
+            values.append(("insecure_accept_unsigned", True))
         head = "# tinyfleet agent configuration, written by `tinyfleet provision`; holds this device's secret\n"
         return head + "".join(f"{key} = {toml_value(value)}\n" for key, value in values)
 

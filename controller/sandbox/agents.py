@@ -22,6 +22,7 @@ class AgentProcess:
     settle_seconds: float = 2.0
     deadline_seconds: float = 60.0
     max_image_bytes: int | None = None
+    controller_key: str | None = None  # ed25519:...; None: run with --insecure-accept-unsigned
     extra_env: dict[str, str] = field(default_factory=dict)
     executable: Path | None = None  # another installation's tinyfleet-agent (e.g. an agent-only venv)
     proc: ManagedProcess | None = None
@@ -41,6 +42,7 @@ class AgentProcess:
                 "--heartbeat-seconds", str(self.heartbeat_seconds)]
         if self.max_image_bytes is not None:
             argv += ["--max-image-bytes", str(self.max_image_bytes)]
+        argv += ["--controller-key", self.controller_key] if self.controller_key else ["--insecure-accept-unsigned"]
         return argv
 
     def start(self) -> AgentProcess:

@@ -13,12 +13,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 import protocol
+from controller.signing import Signer
 from protocol import DesiredState, Health, ReportedState, Status, topics
 
 
 class FleetPeer:
-    def __init__(self, broker_url: str) -> None:
+    """Signs what it publishes with its own key (`signer.public` is what its agents must trust)."""
+
+    def __init__(self, broker_url: str, signer: Signer | None = None) -> None:
         parts = urlsplit(broker_url)
+        self.signer = signer or Signer.generate()
         self.reported: dict[str, ReportedState] = {}
         self.status: dict[str, Status] = {}
         self.health: dict[str, Health] = {}
@@ -62,7 +66,7 @@ class FleetPeer:
             self._cond.notify_all()
 
     def publish(self, desired: DesiredState) -> None:
-        self.publish_raw(desired.device_id, protocol.encode(desired))
+        self.publish_raw(desired.device_id, protocol.encode(desired, self.signer.sign(desired)))
 
     def publish_raw(self, device_id: str, payload: bytes) -> None:
         self.connected.wait(30)  # after a broker restart, until paho has reconnected

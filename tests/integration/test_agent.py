@@ -101,7 +101,7 @@ def board(mosquitto, dockerd, peer, sandbox_root, qemu):  # type: ignore[no-unty
 
     def make(platform: str = "linux/arm/v7", **kw) -> Board:  # type: ignore[no-untyped-def]
         agent = AgentProcess(f"board-{next(_ids)}-{platform.split('/')[-1]}", platform, mosquitto.url,
-                             dockerd.url, sandbox_root / "agents", **kw)
+                             dockerd.url, sandbox_root / "agents", controller_key=str(peer.signer.public), **kw)
         b = Board(agent.start(), dockerd, peer)
         made.append(b)
         return b
@@ -349,7 +349,7 @@ def test_health_messages_carry_board_metrics(board, peer) -> None:  # type: igno
 def test_engine_outage_is_survived_and_the_app_comes_back(images, mosquitto, peer, sandbox_root, qemu) -> None:  # type: ignore[no-untyped-def]
     engine = Dockerd(sandbox_root / f"d-outage-{next(_ids)}").start()
     agent = AgentProcess(f"board-{next(_ids)}-engine-outage", "linux/arm64", mosquitto.url, engine.url,
-                         sandbox_root / "agents").start()
+                         sandbox_root / "agents", controller_key=str(peer.signer.public)).start()
     b = Board(agent, engine, peer)
     try:
         b.want(app(images["v1"]))

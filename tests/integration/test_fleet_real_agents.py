@@ -70,11 +70,13 @@ class Boards:
         self.root = root
         self.agents: list[AgentProcess] = []
 
-    def start(self, *platforms: str) -> list[AgentProcess]:
+    def start(self, *platforms: str, trusting: str) -> list[AgentProcess]:
+        """Agents that run what the controller with public key `trusting` signs."""
         started = []
         for platform in platforms:
             agent = AgentProcess(f"{self.prefix}-{len(self.agents)}", platform, self.mosquitto.url, self.dockerd.url,
-                                 self.root, heartbeat_seconds=1.0, settle_seconds=2.0, deadline_seconds=60.0)
+                                 self.root, heartbeat_seconds=1.0, settle_seconds=2.0, deadline_seconds=60.0,
+                                 controller_key=trusting)
             self.agents.append(agent)
             started.append(agent.start())
         return started
@@ -240,7 +242,7 @@ class RunningWatch:
 
 def test_a_staged_rollout_moves_real_agents_canary_first_then_batch_by_batch(ctl, boards, images, prefix) -> None:  # type: ignore[no-untyped-def]
     api = client_of(ctl)
-    agents = boards.start(*MIXED)
+    agents = boards.start(*MIXED, trusting=ctl.public_key)
     in_group(api, agents, prefix)
     v1, v2 = release(api, images["v1"]), release(api, images["v2"])
     install(api, boards, agents, prefix, v1, "1")
@@ -276,7 +278,7 @@ def test_a_staged_rollout_moves_real_agents_canary_first_then_batch_by_batch(ctl
                          "current_image": v2["image"], "error": None}] for apps in shown.values()), shown
 
     # A board that joins the group afterwards gets the group's current release.
-    (late,) = boards.start("linux/arm/v6")
+    (late,) = boards.start("linux/arm/v6", trusting=ctl.public_key)
     online(api, [late])
     assert boards.containers(late) == [] and api.device(late.device_id)["apps"] == [], "not in the group yet"
     api.join(late.device_id, prefix)
@@ -289,7 +291,7 @@ def test_a_staged_rollout_moves_real_agents_canary_first_then_batch_by_batch(ctl
 def test_a_release_failing_on_some_boards_aborts_by_itself_and_every_board_ends_on_the_last_good_one(
         ctl, boards, images, prefix) -> None:  # type: ignore[no-untyped-def]
     api = client_of(ctl)
-    agents = boards.start(*MIXED)
+    agents = boards.start(*MIXED, trusting=ctl.public_key)
     in_group(api, agents, prefix)
     v2, v3 = release(api, images["v2"]), release(api, images["v3"])
     install(api, boards, agents, prefix, v2, "2")
@@ -324,7 +326,7 @@ def test_a_controller_killed_mid_rollout_resumes_and_real_agents_never_see_an_ol
     ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url).start()
     try:
         api = ctl.client()
-        agents = boards.start("linux/arm64", "linux/arm/v7", "linux/arm/v6")
+        agents = boards.start("linux/arm64", "linux/arm/v7", "linux/arm/v6", trusting=ctl.public_key)
         in_group(api, agents, prefix)
         v1, v2 = release(api, images["v1"]), release(api, images["v2"])
         install(api, boards, agents, prefix, v1, "1")
@@ -360,7 +362,7 @@ def test_a_controller_killed_mid_rollout_resumes_and_real_agents_never_see_an_ol
 def test_an_offline_board_is_pending_until_the_deadline_and_one_back_in_time_converges(
         ctl, boards, images, prefix) -> None:  # type: ignore[no-untyped-def]
     api = client_of(ctl)
-    agents = boards.start("linux/arm64", "linux/arm/v7", "linux/arm64")
+    agents = boards.start("linux/arm64", "linux/arm/v7", "linux/arm64", trusting=ctl.public_key)
     in_group(api, agents, prefix)
     v1 = release(api, images["v1"])
     canary, back_soon, gone = agents

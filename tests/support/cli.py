@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# A controller's public key, for boards provisioned in tests whose desired states nobody sends.
+CONTROLLER_KEY = "ed25519:qpsk8IhAHVvFIs8HplBSUuShcgajynHtCgbqRvI0pF4="
+
 
 def tinyfleet(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
               input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -72,6 +72,11 @@ class ControllerProcess:
             "--log-format", "json"], self.root / "controller.log")
         self.url = f"http://127.0.0.1:{self.port}"
 
+    @property
+    def public_key(self) -> str:
+        """What its boards trust (the controller writes it on its first start)."""
+        return (self.root / "signing-key.pub").read_text().strip()
+
     def start(self) -> ControllerProcess:
         seen = self.proc.log.stat().st_size if self.proc.log.exists() else 0
         self.proc.start()

@@ -14,7 +14,7 @@ from controller.sandbox.prereqs import MissingPrerequisite, require
 from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
 from provisioning import credentials
 from tests.support import piimage
-from tests.support.cli import tinyfleet
+from tests.support.cli import CONTROLLER_KEY, tinyfleet
 
 CONTROLLER_SECRET = "controller-secret-0123456789"
 
@@ -74,7 +74,7 @@ def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure
     passwd, port, start, broker = secure_broker
     image = pi_image("cloud-init")
     baked = tinyfleet("provision", "customize", str(image), "--device-id", "pi-0300", "--broker",
-                      f"mqtt://127.0.0.1:{port}", "--passwd-file", str(passwd))
+                      f"mqtt://127.0.0.1:{port}", "--passwd-file", str(passwd), "--controller-key", CONTROLLER_KEY)
     assert baked.returncode == 0, baked.stderr
     secret = tomllib.loads(piimage.boot_read(image, "tinyfleet/agent.toml"))["mqtt_password"]
     credentials.PasswordFile(passwd).put(credentials.DeviceCredential("controller", CONTROLLER_SECRET))

@@ -14,7 +14,7 @@ import pytest
 from provisioning.console import Console
 from provisioning.shell import Shell
 from tests.support import piimage, serialboard
-from tests.support.cli import tinyfleet
+from tests.support.cli import CONTROLLER_KEY, tinyfleet
 
 PASSWORD = "Board-Pass-7f3e"
 
@@ -31,7 +31,7 @@ def test_first_boot_moves_the_secret_and_installs_the_agent(pi_image, start_boar
     image = pi_image(variant)
     baked = tinyfleet("provision", "customize", str(image), "--device-id", "pi-0200", "--broker",
                       "mqtt://10.0.0.1:1883", "--passwd-file", str(tmp_path / "passwd"), "--hostname", "pi-fb",
-                      "--wheel", str(agent_wheel))
+                      "--wheel", str(agent_wheel), "--controller-key", CONTROLLER_KEY)
     assert baked.returncode == 0, baked.stderr
     boot = extract_boot(image, tmp_path / "boot")
     secret_before = tomllib.loads((boot / "tinyfleet" / "agent.toml").read_text())["mqtt_password"]

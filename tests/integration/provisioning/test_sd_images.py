@@ -17,14 +17,15 @@ from provisioning import credentials, flash
 from provisioning.errors import VerifyFailed
 from provisioning.image import open_image
 from tests.support import piimage
-from tests.support.cli import tinyfleet
+from tests.support.cli import CONTROLLER_KEY, tinyfleet
 
 BROKER = "mqtts://broker.example.com:8883"
 ROOT = (piimage.BOOT_START + piimage.BOOT_SIZE, piimage.ROOT_SIZE)
 
 
 def provision(*args: str, passwd: Path) -> subprocess.CompletedProcess[str]:
-    return tinyfleet("provision", *args, "--broker", BROKER, "--passwd-file", str(passwd), "--json")
+    return tinyfleet("provision", *args, "--broker", BROKER, "--passwd-file", str(passwd), "--json",
+                     "--controller-key", CONTROLLER_KEY)
 
 
 def agent_toml(image: Path) -> dict:

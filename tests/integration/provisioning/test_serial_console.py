@@ -17,7 +17,7 @@ from provisioning.console import Console
 from provisioning.errors import ConsoleError, LoginFailed, StepFailed
 from provisioning.shell import KERNEL_LINE, Shell
 from tests.support import serialboard
-from tests.support.cli import tinyfleet
+from tests.support.cli import CONTROLLER_KEY, tinyfleet
 
 PASSWORD = "Board-Pass-7f3e"
 AGENT_UNIT = "tinyfleet-agent.service"
@@ -27,7 +27,8 @@ def serial(board: serialboard.SerialBoard, tmp_path: Path, *extra: str) -> tuple
     (tmp_path / "login-password").write_text(PASSWORD + "\n")
     result = tinyfleet("provision", "serial", "--port", board.url, "--user", "root", "--password-file",
                        str(tmp_path / "login-password"), "--device-id", "pi-0100", "--broker", "mqtt://10.0.0.1:1883",
-                       "--passwd-file", str(tmp_path / "passwd"), "--login-timeout", "20", "-v", *extra)
+                       "--passwd-file", str(tmp_path / "passwd"), "--login-timeout", "20", "-v",
+                       "--controller-key", CONTROLLER_KEY, *extra)
     return result.returncode, result.stdout, result.stderr
 
 

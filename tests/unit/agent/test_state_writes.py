@@ -12,10 +12,12 @@ from agent.config import AgentConfig
 from agent.service import Agent
 from agent.state import AgentState, StateStore
 from agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
+from controller.signing import Signer
 from oci.platform import Platform
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, encode
 
 ARM64 = Platform.parse("linux/arm64")
+SIGNER = Signer.generate()
 
 
 class Killed(BaseException):
@@ -35,13 +37,15 @@ def board(tmp_path: Path, engine_class: type[FakeEngine] = FakeEngine) -> Agent:
     registry = FakeRegistry()
     for n in (1, 2):
         registry.publish(image(n), {"linux/arm64": FakeImage(ARM64, healthcheck=False)})
-    config = AgentConfig(device_id="pi-1", broker="mqtt://127.0.0.1:1", state_dir=tmp_path, settle_seconds=0.0)
+    config = AgentConfig(device_id="pi-1", broker="mqtt://127.0.0.1:1", state_dir=tmp_path, settle_seconds=0.0,
+                         controller_key=SIGNER.public)
     return Agent(config, "pi-1", ARM64, engine_class(registry, FakeClock(time.time())), registry)
 
 
 def document(generation: int, n: int) -> bytes:
     spec = AppSpec("web", image(n), health=HealthPolicy(0.0, 60.0))
-    return encode(DesiredState("pi-1", generation, (spec,)))
+    desired = DesiredState("pi-1", generation, (spec,))
+    return encode(desired, SIGNER.sign(desired))
 
 
 def count_writes(agent: Agent) -> list[AgentState]:

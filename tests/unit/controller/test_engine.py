@@ -14,6 +14,7 @@ from controller.fleet import Fleet
 from controller.publisher import Publisher
 from controller.releases import Releases
 from controller.rollout import RolloutState, TargetState
+from controller.signing import Signer
 from controller.store import Incoming, Store
 from oci.registry import RegistryClient
 from protocol import topics
@@ -21,6 +22,8 @@ from protocol.codec import decode
 from protocol.messages import DesiredState
 from tests.unit.controller.records import health, release, reported, running, seen
 from tests.unit.controller.test_publisher import Broker
+
+SIGNER = Signer.generate()
 
 
 class Clock:
@@ -36,7 +39,7 @@ class World:
         self.clock = Clock()
         self.store = Store(path)
         self.broker = Broker()
-        self.publisher = Publisher(self.store, self.broker, self.clock)
+        self.publisher = Publisher(self.store, self.broker, SIGNER, self.clock)
         self.fleet = Fleet(self.store, offline_after=3, clock=self.clock)
         self.releases = Releases(self.store, RegistryClient(), self.clock)
         self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock)

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 
 from controller.publisher import Publisher, next_generation
+from controller.signing import Signer
 from controller.store import Incoming, Store
 from protocol import topics
 from protocol.codec import decode
 from protocol.messages import DesiredState
 from tests.unit.controller.records import release, reported, seen
+
+SIGNER = Signer.generate()
 
 
 class Broker:
@@ -40,7 +43,7 @@ def test_next_generation(stored: int, reported_gen: int, expected: int) -> None:
 def fleet(path: Path) -> tuple[Store, Broker, Publisher]:
     store = Store(path)
     broker = Broker()
-    return store, broker, Publisher(store, broker, clock=lambda: 1000.0)
+    return store, broker, Publisher(store, broker, SIGNER, clock=lambda: 1000.0)
 
 
 def test_a_document_carries_every_assigned_app_in_name_order(tmp_path: Path) -> None:

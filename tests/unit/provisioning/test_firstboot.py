@@ -19,9 +19,11 @@ from provisioning.firstboot import (
     edit_config_txt,
     plan,
 )
+from tests.support.cli import CONTROLLER_KEY
 
 BASE = "console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 fsck.repair=yes rootwait\n"
-SETTINGS = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", "s3cret-with-\"quote\"")
+SETTINGS = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", "s3cret-with-\"quote\"",
+                          controller_key=CONTROLLER_KEY)
 
 
 @pytest.mark.parametrize("cmdline, add, remove, expected", [
