@@ -8,6 +8,7 @@ import sys
 
 BENCHES = {
     "agent-footprint": "bench.agent_footprint",
+    "agent-verify": "bench.agent_verify",
     "agent-apply": "bench.agent_apply",
     "agent-soak": "bench.agent_soak",
     "controller-ingest": "bench.controller_ingest",

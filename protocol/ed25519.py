@@ -7,7 +7,8 @@ implementation leaks nothing; signing, which needs constant time, is the control
 `cryptography`.
 
 Strict where RFC 8032 is strict: a key or R that is not a canonical point encoding, or S >= L, is
-refused. The check is the cofactorless [S]B == R + [k]A, as in the RFC's reference code.
+refused. The check is the cofactorless [S]B == R + [k]A, as in the RFC's reference code, computed as
+[S]B - [k]A in one pass over both scalars.
 """
 
 from __future__ import annotations
@@ -91,47 +92,29 @@ def _base() -> Point:
 
 B = _base()
 _WINDOW = 4
-_base_table: list[list[Point]] | None = None  # [i][j] = (j+1) * 16**i * B, built on first use
+_base_multiples: list[Point] | None = None  # 0..15 times B, made on first use (16 points, not a big table)
 
 
-def _table() -> list[list[Point]]:
-    global _base_table
-    if _base_table is None:
-        table, step = [], B
-        for _ in range(256 // _WINDOW):
-            row = [step]
-            for _ in range(2**_WINDOW - 2):
-                row.append(_add(row[-1], step))
-            table.append(row)
-            step = _add(row[-1], step)  # 16 * step
-        _base_table = table
-    return _base_table
+def _multiples(p: Point) -> list[Point]:
+    out = [IDENTITY, p]
+    for _ in range(2**_WINDOW - 2):
+        out.append(_add(out[-1], p))
+    return out
 
 
-def _base_mul(s: int) -> Point:
-    """[s]B from the fixed table: one addition per non-zero 4-bit digit, no doublings."""
-    table, acc = _table(), IDENTITY
-    i = 0
-    while s:
-        digit = s & 15
-        if digit:
-            acc = _add(acc, table[i][digit - 1])
-        s >>= _WINDOW
-        i += 1
-    return acc
-
-
-def _mul(k: int, p: Point) -> Point:
-    """[k]p, 4-bit fixed window over precomputed small multiples."""
-    small = [IDENTITY, p]
-    for _ in range(14):
-        small.append(_add(small[-1], p))
+def _double_mul(s: int, k: int, p: Point) -> Point:
+    """[s]B + [k]p with shared doublings (Straus): one pass over 4-bit windows of both scalars."""
+    global _base_multiples
+    if _base_multiples is None:
+        _base_multiples = _multiples(B)
+    b_table, p_table = _base_multiples, _multiples(p)
     acc = IDENTITY
-    for shift in range((k.bit_length() + 3) // 4 * 4 - 4, -4, -4):
+    for shift in range(252, -_WINDOW, -_WINDOW):
         acc = _double(_double(_double(_double(acc))))
-        digit = (k >> shift) & 15
-        if digit:
-            acc = _add(acc, small[digit])
+        if digit := (s >> shift) & 15:
+            acc = _add(acc, b_table[digit])
+        if digit := (k >> shift) & 15:
+            acc = _add(acc, p_table[digit])
     return acc
 
 
@@ -147,7 +130,9 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     if s >= L:
         raise BadSignature("signature's S is not below the group order")
     k = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little") % L
-    if not _equal(_base_mul(s), _add(r, _mul(k, a))):
+    x, y, z, t = a
+    minus_a = ((-x) % P, y, z, (-t) % P)
+    if not _equal(_double_mul(s, k, minus_a), r):  # [S]B - [k]A == R  <=>  [S]B == R + [k]A
         raise BadSignature("signature does not verify")
 
 

@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from controller.cli import demo, devices, image, provision, release, rollout, serve
+from controller.cli import demo, devices, image, provision, release, rollout, serve, signingkey
 from controller.cli.common import Exit, fail
 
-GROUPS = (demo, image, serve, devices, release, rollout, provision)
+GROUPS = (demo, image, serve, signingkey, devices, release, rollout, provision)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,10 @@ boards are emulated by the agent's --platform, and ARM containers run under qemu
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,16 +15,19 @@ from pathlib import Path
 
 import pytest
 
+import protocol
 from controller.sandbox.agents import AgentProcess
 from controller.sandbox.dockerd import Dockerd
 from controller.sandbox.images import DemoImage
 from controller.sandbox.peer import FleetPeer
+from controller.signing import Signer
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
 from tests.support.engine import labelled_containers
 from tests.support.images import incompressible, publish
 from tests.support.registry_proxy import RegistryProxy
 
 _ids = itertools.count(1)
+ATTACKER = Signer.generate()
 HEALTH = HealthPolicy(settle_seconds=2, deadline_seconds=45)
 
 
@@ -253,7 +259,7 @@ def test_malformed_or_stale_desired_state_is_rejected_and_nothing_changes(board,
     generation = b.want(app(images["v1"]))
     b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
     (container,) = b.containers("hello")
-    b.peer.publish_raw(b.id, b'{"v": "1.0", "kind": "desired", "body": {"device_id": "%s", "generation": 9, '
+    b.peer.publish_raw(b.id, b'{"v": "1.1", "kind": "desired", "body": {"device_id": "%s", "generation": 9, '
                              b'"apps": "everything"}}' % b.id.encode())
     report = b.wait(lambda r: r.error is not None, "rejection reported")
     assert "body.apps: must be a list" in report.error and report.rejected_generation == 9  # type: ignore[operator]
@@ -262,6 +268,64 @@ def test_malformed_or_stale_desired_state_is_rejected_and_nothing_changes(board,
     assert report.generation == generation
     (still,) = b.containers("hello")
     assert still.id == container.id and still.status == "running"
+
+
+FORGERIES = [  # (what an attacker on the broker sends, given the board's id and generation; the reason reported)
+    (lambda dev, gen: protocol.encode(DesiredState(dev, gen + 5, ())), "signature refused: unsigned"),
+    (lambda dev, gen: protocol.encode(DesiredState(dev, gen + 6, ()), ATTACKER.sign(DesiredState(dev, gen + 6, ()))),
+     "which this board's key"),
+    (lambda dev, gen: _with_sig(DesiredState(dev, gen + 7, ()), value="!!garbage==" * 8), "sig.value: is not base64"),
+    (lambda dev, gen: _with_sig(DesiredState(dev, gen + 8, ()), value="A" * 60_000), "over the limit of 88"),
+    (lambda dev, gen: _with_sig(DesiredState(dev, gen + 9, ()), value="QUFB"), "sig.value: is not base64"),
+]
+
+
+def _with_sig(desired: DesiredState, **sig: object) -> bytes:
+    envelope = json.loads(protocol.encode(desired, ATTACKER.sign(desired)))
+    envelope["sig"].update(sig)
+    return json.dumps(envelope).encode()
+
+
+def test_forged_desired_states_are_refused_reported_and_change_nothing(board, images) -> None:  # type: ignore[no-untyped-def]
+    b = board("linux/arm64")
+    generation = b.want(app(images["v1"]))
+    b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+    (container,) = b.containers("hello")
+    for forge, reason in FORGERIES:
+        b.peer.publish_raw(b.id, forge(b.id, generation))
+        report = b.wait(lambda r, reason=reason: r.error is not None and reason in r.error, f"refusal: {reason}")
+        assert report.generation == generation and report.app("hello").phase == Phase.RUNNING  # type: ignore[union-attr]
+    (still,) = b.containers("hello")
+    assert still.id == container.id and still.status == "running", "the app kept running through every forgery"
+    generation = b.want(app(images["v2"]))  # the controller's next document is believed, and clears the error
+    report = b.wait_phase("hello", Phase.RUNNING, images["v2"].ref)
+    assert report.error is None and report.generation == generation
+
+
+def test_a_replayed_document_is_refused_even_after_the_agent_restarts(board, images) -> None:  # type: ignore[no-untyped-def]
+    b = board("linux/arm/v7")
+    b.want(app(images["v1"]))
+    b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+    old = DesiredState(b.id, b.generation, (app(images["v1"]),))
+    captured = protocol.encode(old, b.peer.signer.sign(old))  # what an eavesdropper kept of generation 1
+    b.want(app(images["v2"]))
+    b.wait_phase("hello", Phase.RUNNING, images["v2"].ref)
+    b.agent.stop()
+    b.agent.start()
+    b.peer.publish_raw(b.id, captured)
+    report = b.wait(lambda r: r.error is not None and "a replay" in r.error, "replay refused")
+    assert report.rejected_generation == old.generation and report.app("hello").current_image == images["v2"].ref  # type: ignore[union-attr]
+    (still,) = b.containers("hello")
+    assert still.labels["io.tinyfleet.image"] == images["v2"].ref and still.status == "running"
+
+
+def test_an_agent_without_a_controller_key_refuses_to_start(mosquitto, dockerd, sandbox_root) -> None:  # type: ignore[no-untyped-def]
+    agent = AgentProcess(f"board-{next(_ids)}-nokey", "linux/arm64", mosquitto.url, dockerd.url,
+                         sandbox_root / "agents", controller_key="")
+    argv = [a for a in agent.argv() if a != "--insecure-accept-unsigned"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "TINYFLEET_CONFIG": os.devnull})
+    assert result.returncode == 2 and "no controller_key configured" in result.stderr
 
 
 def test_broker_restart_loses_no_reported_state(board, images, mosquitto, peer) -> None:  # type: ignore[no-untyped-def]

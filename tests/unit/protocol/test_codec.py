@@ -148,7 +148,7 @@ def test_spec_hash_changes_with_the_spec_and_only_then() -> None:
 
 # --- the compatibility rule, on golden documents both sides decode --------------------------------
 
-@pytest.mark.parametrize("name", ["desired-1.0", "reported-1.0", "health-1.0", "status-1.0"])
+@pytest.mark.parametrize("name", ["desired-1.0", "desired-1.1-signed", "reported-1.0", "health-1.0", "status-1.0"])
 def test_golden_documents_decode_and_round_trip(name: str) -> None:
     raw = (GOLDEN / f"{name}.json").read_bytes()
     message = protocol.decode(raw)
