@@ -3,7 +3,8 @@
 A private Mosquitto, registry and Docker Engine (unless existing ones are given); tiny scratch images
 packed from static binaries for amd64, arm64, arm/v7 and arm/v6; the controller; three real agents
 acting as an arm64, an arm/v7 and an arm/v6 board (their containers run under qemu). Then three
-rollouts: v1 to everyone, v2 canary-first in batches, and a broken v3 whose canary fails its health
+rollouts: v1 to everyone, v2 canary-first in batches (then an update forged by another broker client,
+which the board refuses: it is not signed by the controller), and a broken v3 whose canary fails its health
 check, is rolled back on the board, and aborts the rollout by itself. Live views while it runs, a
 summary at the end, everything cleaned up. The exit status says whether the story came out right.
 """
@@ -31,6 +32,7 @@ from controller.sandbox.images import publish_demo
 from controller.sandbox.peer import FleetPeer
 from controller.sandbox.stack import Stack
 from controller.service import Controller, ControllerConfig
+from protocol import AppSpec, DesiredState
 
 log = structlog.get_logger("controller.demo")
 APP = "hello"
@@ -69,6 +71,7 @@ class Outcome:
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    forgery_refused: bool = False
 
 
 class Demo:
@@ -109,6 +112,7 @@ class Demo:
                              "before any board is touched)")
                     self.rollout(api, releases[0], VERSIONS[0], canary=0, batch="100%")
                     self.rollout(api, releases[1], VERSIONS[1], canary=1, batch=1)
+                    self.forged_update(stack, api, releases[2]["image"])
                     self.rollout(api, releases[2], VERSIONS[2], canary=1, batch=1, max_failures=0)
                     self.outcome.devices = api.devices()
                     self.check(releases)
@@ -177,6 +181,30 @@ class Demo:
         self.outcome.rollouts.append(rollout)
         self.say(f"rollout {rollout['id']} {rollout['state']} after {rollout['seconds']} s"
                  + (f": {rollout['reason']}" if rollout.get("reason") else ""))
+
+    def forged_update(self, stack: Stack, api: ApiClient, image: str) -> None:
+        """Anyone who can publish to the broker sends a board an update signed with their own key."""
+        board = self.agents[0].device_id
+        before = api.device(board)
+        attacker = FleetPeer(stack.broker_url)  # type: ignore[arg-type]  # a key of its own, not the controller's
+        try:
+            forged = DesiredState(board, before["reported_generation"] + 1000, (AppSpec(APP, image),))
+            attacker.publish(forged)
+            deadline = time.monotonic() + 60
+            device = before
+            while "signature refused" not in (device.get("error") or "") and time.monotonic() < deadline:
+                time.sleep(0.3)
+                device = api.device(board)
+        finally:
+            attacker.close()
+        app = next((a for a in device["apps"] if a["name"] == APP), {})
+        kept = app.get("current_image") == next(a for a in before["apps"] if a["name"] == APP)["current_image"]
+        if "signature refused" not in (device.get("error") or "") or not kept:
+            self.outcome.problems.append(f"a forged update to {board} was not refused: {device.get('error')}")
+            return
+        self.outcome.forgery_refused = True
+        self.say(f"a forged update was refused: {board} kept running {APP}:2.0 and reported "
+                 f"\"{device['error']}\"")
 
     def stop_boards(self, stack: Stack) -> None:
         for agent in self.agents:
