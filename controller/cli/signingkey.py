@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from agent import logs
 from controller import signing
 from controller.cli.common import Exit, fail, print_json
 
@@ -41,6 +42,7 @@ def _show(signer: signing.Signer, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace, action) -> int:  # type: ignore[no-untyped-def]
+    logs.configure("warning" if args.json else "info")  # logs to stderr; stdout is the key (or its JSON)
     if not (args.db.parent / signing.KEY_FILE).exists():
         return fail(f"no signing key beside {args.db}: the controller creates it on its first start", Exit.NOT_FOUND)
     try:

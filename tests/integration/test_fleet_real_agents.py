@@ -6,6 +6,7 @@ scenarios with emulated devices: test_controller_rollouts.py and test_controller
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -13,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from controller.client import ApiClient
 from controller.sandbox.agents import AgentProcess
 from controller.sandbox.peer import FleetPeer
 from controller.service import Controller
-from protocol import Phase, ReportedState
+from controller.signing import Signer
+from protocol import DesiredState, Phase, ReportedState
+from protocol.signing import PublicKey
+from tests.support.cli import tinyfleet
 from tests.support.engine import labelled_containers
 from tests.support.fleet import ControllerProcess, client_of, push_demo_image, running_controller
 from tests.support.wait import eventually
@@ -398,3 +403,46 @@ def test_an_offline_board_is_pending_until_the_deadline_and_one_back_in_time_con
     for a in (canary, back_soon):
         boards.assert_runs(a, v1, "1")
     assert boards.containers(gone) == []
+
+
+def test_boards_follow_a_rotated_signing_key_and_refuse_the_retired_one_which_the_operator_sees(
+        tmp_path: Path, mosquitto, boards, images, prefix) -> None:  # type: ignore[no-untyped-def]
+    ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url).start()
+    try:
+        api = ctl.client()
+        first_key = ctl.public_key
+        agents = boards.start("linux/arm64", "linux/arm/v7", trusting=first_key)  # flashed with the first key
+        in_group(api, agents, prefix)
+        v1, v2 = release(api, images["v1"]), release(api, images["v2"])
+        install(api, boards, agents, prefix, v1, "1")
+
+        stolen = serialization.load_pem_private_key((ctl.root / "signing-key").read_bytes(), password=None)
+        ctl.stop()
+        rotated = tinyfleet("signing-key", "rotate", "--db", str(ctl.db), "--json")
+        assert rotated.returncode == 0, rotated.stderr
+        new_key = json.loads(rotated.stdout)["public_key"]
+        assert new_key != first_key and ctl.public_key == new_key
+        ctl.start()
+        api = ctl.client()
+        install(api, boards, agents, prefix, v2, "2")  # boards still configured with the first key follow
+        for a in agents:
+            assert json.loads((a.state_dir / "state.json").read_text())["trusted_key"] == new_key
+
+        retired = Signer(stolen, PublicKey(stolen.public_key().public_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)))
+        assert str(retired.public) == first_key
+        attacker = FleetPeer(mosquitto.url, signer=retired)
+        try:
+            target = agents[0].device_id
+            attacker.publish(DesiredState(target, api.device(target)["reported_generation"] + 10, ()))
+            shown = eventually(lambda: "signature refused" in ((d := api.device(target)).get("error") or "") and d,
+                               timeout=60, what="the refusal shown on the device")
+        finally:
+            attacker.close()
+        assert f"signed by key {retired.public.key_id}" in shown["error"]
+        boards.assert_runs(agents[0], v2, "2")
+        show = tinyfleet("device", "show", target, env={"TINYFLEET_URL": ctl.url,
+                                                        "TINYFLEET_TOKEN_FILE": str(ctl.token_file)})
+        assert "signature refused" in show.stdout, show.stdout + show.stderr
+    finally:
+        ctl.stop()
