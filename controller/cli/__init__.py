@@ -7,23 +7,32 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from controller.cli import demo, devices, image, provision, release, rollout, serve, signingkey
 from controller.cli.common import Exit, fail
 
-GROUPS = (demo, image, serve, signingkey, devices, release, rollout, provision)
+# What only the operator extra installs: an agent-only install (`pip install tinyfleet`) has none of it.
+OPERATOR_MODULES = {"rich", "fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "serial",
+                    "cryptography", "httpx"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from controller.cli import demo, devices, image, provision, release, rollout, serve, signingkey
+
     parser = argparse.ArgumentParser(
         prog="tinyfleet", description="Deploy tiny multi-arch containers to fleets of small ARM boards.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in GROUPS:
+    for group in (demo, image, serve, signingkey, devices, release, rollout, provision):
         group.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in OPERATOR_MODULES:
+            raise
+        return fail(f"the operator commands need the operator extra (missing: {exc.name}): "
+                    "pip install 'tinyfleet[operator]'; this install has the agent only (tinyfleet-agent)", Exit.USAGE)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
