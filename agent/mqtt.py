@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 
@@ -47,6 +48,7 @@ class MqttLink:
         self.client.max_inflight_messages_set(20)
         self.client.on_connect = self._connected_cb
         self.client.on_disconnect = self._disconnected_cb
+        self.client.on_connect_fail = self._connect_failed_cb
         self.client.on_message = self._message_cb
 
     @property
@@ -107,6 +109,10 @@ class MqttLink:
                  session_present=getattr(flags, "session_present", None))
         self._on_connected()
 
+    def _connect_failed_cb(self, client: paho.Client, userdata: object) -> None:
+        log.warning("cannot reach the broker; retrying with backoff", broker=str(self.broker),
+                    error=connect_error(sys.exc_info()[1]))
+
     def _disconnected_cb(self, client: paho.Client, userdata: object, flags: object, reason: object,
                          properties: object) -> None:
         self._connected.clear()
@@ -118,3 +124,13 @@ class MqttLink:
     def _message_cb(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         if message.topic == topics.desired(self.device_id):
             self._on_desired(bytes(message.payload))
+
+
+def connect_error(exc: BaseException | None) -> str:
+    """Why a connect failed, for the log (paho's loop retries and keeps this to itself): a refused TLS
+    certificate says so (wrong `ca_file`, wrong host name), the rest as the OS puts it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate was refused: {exc.verify_message} (check ca_file and the host name)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return "unknown"

@@ -11,6 +11,7 @@ Reconnects by itself with exponential backoff.
 from __future__ import annotations
 
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.mqtt import connect_error
 from protocol import topics
 from protocol.broker import BrokerAddress
 from protocol.topics import Channel
@@ -31,7 +33,7 @@ class MqttLink:
     def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool], None],
                  on_connected: Callable[[], None] = lambda: None,
                  on_state: Callable[[bool], None] = lambda connected: None,
-                 keepalive: int = 30, max_inflight: int = 1000) -> None:
+                 keepalive: int = 30, max_inflight: int = 1000, ca_file: str | None = None) -> None:
         self.broker = broker
         self._on_message = on_message
         self._on_connected = on_connected
@@ -46,10 +48,13 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if broker.username:
             client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        if broker.tls:  # the system's CAs, or only the one in `ca_file` (a private CA, pinned)
+            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
+        client.on_connect_fail = lambda c, u: log.warning(
+            "cannot reach the broker; retrying with backoff", broker=str(self.broker),
+            error=connect_error(sys.exc_info()[1]))
         client.on_message = self._message
         self.client = client
 

@@ -51,6 +51,7 @@ class ControllerConfig:
     tick_interval: float = 1.0  # engine pass when nothing wakes it sooner
     broker_username: str | None = None
     broker_password: str | None = field(default=None, repr=False)
+    broker_ca_file: Path | None = None  # mqtts: trust only this CA (PEM) instead of the system's
     registry_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
     registry_timeout: float = 10.0
@@ -117,7 +118,8 @@ class Controller:
             self.store.set_meta("mqtt_client_id", client_id)
         self.metrics = Metrics()
         self.link = MqttLink(self.broker, client_id, on_message=self._deliver, on_connected=self._broker_connected,
-                             on_state=lambda up: self.metrics.mqtt_connected.set(int(up)))
+                             on_state=lambda up: self.metrics.mqtt_connected.set(int(up)),
+                             ca_file=str(c.broker_ca_file) if c.broker_ca_file else None)
         self.publisher = Publisher(self.store, self.link.publish, self.clock,
                                    on_sent=lambda n: self.metrics.desired_published.inc(n))
         self.fleet = Fleet(self.store, c.offline_after, self.clock, changed=lambda: self.engine.wake.set())

@@ -1,7 +1,12 @@
 """Per-device MQTT identity: every device gets its own username (its device id) and a random secret;
 the broker learns only a salted hash, as a Mosquitto password-file entry (`$7$`: PBKDF2-SHA512, the
 format mosquitto_passwd writes). No fleet-wide secret exists; a secret is shown to nobody but the
-device it is written to."""
+device it is written to.
+
+The controller has a broker user of its own, whose ACL entry reaches every device's topics. Its names
+(`controller`, `operator`, and those names followed by `-`, `.` or `_` and anything, in any case) are
+reserved: no device may be provisioned with one - its credential would replace or share the
+controller's - and the ACL grants fleet-wide access only to a reserved name."""
 
 from __future__ import annotations
 
@@ -24,38 +29,94 @@ from provisioning.errors import CredentialError
 ITERATIONS = 101  # mosquitto_passwd's own default for $7$
 SALT_BYTES = 12
 SECRET_BYTES = 32
+RESERVED_USERS = ("controller", "operator")
 # Least privilege for every device: its own subtree only, %u being the MQTT username = the device id.
+_RESERVED_NAMES = f"{' and '.join(RESERVED_USERS)}, alone or followed by '-', '.' or '_' and more"
 DEVICE_ACL = (f"pattern read {PREFIX}/%u/desired\n"
               f"pattern write {PREFIX}/%u/reported\n"
               f"pattern write {PREFIX}/%u/health\n"
               f"pattern write {PREFIX}/%u/status\n")
 
 
+def is_reserved(username: str) -> bool:
+    """True for the controller's and the operator's user names, which no device may have."""
+    name = username.lower()
+    return any(name == r or name.startswith((f"{r}-", f"{r}.", f"{r}_")) for r in RESERVED_USERS)
+
+
+def check_device_username(device_id: str) -> str:
+    """The device id as a broker user name, or CredentialError if it is not a valid id or is reserved."""
+    try:
+        validate_device_id(device_id)
+    except ProtocolError as exc:
+        raise CredentialError(f"device id: {exc}") from exc
+    if is_reserved(device_id):
+        raise CredentialError(
+            f"device id {device_id!r} is reserved for the controller's and the operator's broker users "
+            f"({_RESERVED_NAMES}), whose ACL reaches every device's topics; give the device another id")
+    return device_id
+
+
+def check_controller_username(username: str) -> str:
+    if not is_reserved(username):
+        raise CredentialError(
+            f"the controller's broker user must be a reserved name ({_RESERVED_NAMES}), which no device can be "
+            f"provisioned with; {username!r} could also be a device's id")
+    if not username or any(c in username for c in "\r\n:+#/ \t"):
+        raise CredentialError(f"the controller's broker user {username!r} may not hold ':', '+', '#', '/' or spaces")
+    return username
+
+
 def acl(controller_user: str = "controller") -> str:
     """A Mosquitto ACL file: devices confined to their own topics, the controller reaching all of them
-    (with an ACL in force, a user it does not name may do nothing)."""
+    (with an ACL in force, a user it does not name may do nothing). The controller's user must be a
+    reserved name (see `is_reserved`)."""
+    check_controller_username(controller_user)
     return (f"# tinyfleet: each device (MQTT username = device id) may use only its own topics\n{DEVICE_ACL}"
             f"# the controller publishes every device's desired state and reads every report\n"
             f"user {controller_user}\ntopic readwrite {PREFIX}/#\n")
 
 
-@dataclass(frozen=True)
-class DeviceCredential:
+@dataclass(frozen=True, repr=False)
+class BrokerCredential:
+    """A broker user and its secret; the subclasses say whose (a device's, the controller's)."""
+
     username: str
     secret: str
 
+    def __post_init__(self) -> None:  # each subclass checks the user name is one it may have
+        raise TypeError("use DeviceCredential or ControllerCredential")
+
     def __repr__(self) -> str:
-        return f"DeviceCredential(username={self.username!r}, secret=<hidden>)"
+        return f"{type(self).__name__}(username={self.username!r}, secret=<hidden>)"
+
+
+class DeviceCredential(BrokerCredential):
+    def __post_init__(self) -> None:
+        check_device_username(self.username)
+
+
+class ControllerCredential(BrokerCredential):
+    """The controller's own broker user (a reserved name) and secret."""
+
+    def __post_init__(self) -> None:
+        check_controller_username(self.username)
 
 
 def issue(device_id: str, secret: str | None = None) -> DeviceCredential:
-    try:
-        validate_device_id(device_id)
-    except ProtocolError as exc:
-        raise CredentialError(f"device id: {exc}") from exc
-    if secret is not None and (len(secret) < 16 or any(c in secret for c in "\r\n:")):
-        raise CredentialError("a device secret must be at least 16 characters, on one line, without ':'")
+    check_device_username(device_id)
+    _check_secret(secret)
     return DeviceCredential(device_id, secret or secrets.token_urlsafe(SECRET_BYTES))
+
+
+def issue_controller(username: str = "controller", secret: str | None = None) -> ControllerCredential:
+    _check_secret(secret)
+    return ControllerCredential(username, secret or secrets.token_urlsafe(SECRET_BYTES))
+
+
+def _check_secret(secret: str | None) -> None:
+    if secret is not None and (len(secret) < 16 or any(c in secret for c in "\r\n:")):
+        raise CredentialError("a secret must be at least 16 characters, on one line, without ':'")
 
 
 def hash_secret(secret: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -100,7 +161,7 @@ class PasswordFile:
     def hash_for(self, username: str) -> str | None:
         return self.entries().get(username)
 
-    def put(self, credential: DeviceCredential) -> None:
+    def put(self, credential: BrokerCredential) -> None:
         with self._locked():
             entries = self.entries()
             entries[credential.username] = hash_secret(credential.secret)

@@ -89,7 +89,7 @@ def _passwd_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _device_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device-id", required=True, help="the device's id, also its MQTT username")
+    p.add_argument("--device-id", required=True, type=_device_id, help="the device's id, also its MQTT username")
     p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT (no credentials)")
     p.add_argument("--ca-file", type=Path, help="PEM CA certificate for mqtts with a private CA")
     p.add_argument("--platform", help="override the agent's platform detection, e.g. linux/arm/v6")
@@ -98,6 +98,14 @@ def _device_flags(p: argparse.ArgumentParser) -> None:
     _passwd_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def _device_id(text: str) -> str:
+    """Refused before anything is touched: a reserved name (the controller's broker user) or a bad id."""
+    try:
+        return credentials.check_device_username(text)
+    except errors.CredentialError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _boot_flags(p: argparse.ArgumentParser) -> None:
@@ -312,6 +320,9 @@ def do_cred_revoke(args: argparse.Namespace) -> int:
 
 
 def do_cred_acl(args: argparse.Namespace) -> int:
-    sys.stdout.write(credentials.acl(args.controller_user))
+    try:
+        sys.stdout.write(credentials.acl(args.controller_user))
+    except errors.CredentialError as exc:
+        return fail(str(exc), Exit.USAGE)
     return Exit.OK
 

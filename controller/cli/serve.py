@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--broker-username", default=os.environ.get("TINYFLEET_BROKER_USERNAME"))
     p.add_argument("--broker-password-file", type=Path, metavar="PATH",
                    help="file holding the broker password (or env TINYFLEET_BROKER_PASSWORD)")
+    p.add_argument("--broker-ca-file", type=Path, metavar="PATH",
+                   default=Path(os.environ["TINYFLEET_BROKER_CA_FILE"]) if os.environ.get("TINYFLEET_BROKER_CA_FILE")
+                   else None,
+                   help="mqtts: trust only this CA certificate (PEM) for the broker (env TINYFLEET_BROKER_CA_FILE)")
     p.add_argument("--registry-credentials", type=Path, metavar="PATH",
                    help='TOML: ["registry.example.com"] username = "..." password_file = "..."')
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
@@ -77,6 +81,7 @@ def do_controller(args: argparse.Namespace) -> int:
             db=args.db, broker=args.broker, listen=args.listen, token_file=args.token_file,
             heartbeat_interval=args.heartbeat_interval, missed_heartbeats=args.missed_heartbeats,
             tick_interval=args.tick, broker_username=args.broker_username, broker_password=password,
+            broker_ca_file=args.broker_ca_file,
             registry_credentials=registry_credentials(args.registry_credentials),
             insecure_registries=tuple(args.insecure_registry))
         controller = Controller(config).start()

@@ -77,7 +77,7 @@ def test_each_device_connects_with_its_own_secret_until_revoked(pi_image, secure
                       f"mqtt://127.0.0.1:{port}", "--passwd-file", str(passwd), "--controller-key", CONTROLLER_KEY)
     assert baked.returncode == 0, baked.stderr
     secret = tomllib.loads(piimage.boot_read(image, "tinyfleet/agent.toml"))["mqtt_password"]
-    credentials.PasswordFile(passwd).put(credentials.DeviceCredential("controller", CONTROLLER_SECRET))
+    credentials.PasswordFile(passwd).put(credentials.issue_controller("controller", CONTROLLER_SECRET))
     start()
     assert not connect(port, "pi-0300", secret).is_failure
     assert connect(port, "pi-0300", secret + "x").is_failure

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol import topics
 from provisioning import credentials
 from provisioning.errors import CredentialError
 
@@ -60,3 +61,57 @@ def test_a_new_password_file_is_owner_only(tmp_path: Path) -> None:
     passwd = credentials.PasswordFile(tmp_path / "new" / "passwd")
     passwd.put(credentials.issue("pi-1"))
     assert stat.S_IMODE(passwd.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("device_id", ["controller", "Controller", "CONTROLLER", "controller-2", "controller.eu",
+                                       "controller_backup", "operator", "operator-7"])
+def test_the_controllers_and_operators_user_names_are_never_a_devices(device_id: str) -> None:
+    with pytest.raises(CredentialError, match="reserved for the controller's and the operator's broker users"):
+        credentials.issue(device_id)
+    with pytest.raises(CredentialError, match="reserved"):
+        credentials.DeviceCredential(device_id, "x" * 20)  # however a device credential is made
+
+
+@pytest.mark.parametrize("device_id", ["controllerboard", "pi-controller", "my-operator", "pi-0001"])
+def test_names_that_only_resemble_a_reserved_one_are_devices_like_any_other(device_id: str) -> None:
+    assert credentials.issue(device_id).username == device_id
+
+
+def test_a_device_provisioned_as_the_controller_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    passwd = credentials.PasswordFile(tmp_path / "passwd")
+    controller = credentials.issue_controller("controller")
+    passwd.put(controller)
+    before = passwd.entries()
+    with pytest.raises(CredentialError):
+        passwd.put(credentials.issue("controller"))
+    assert passwd.entries() == before and credentials.matches(controller.secret, before["controller"])
+
+
+@pytest.mark.parametrize("user", ["pi-0001", "gateway", "controllerboard"])
+def test_the_acl_grants_fleet_wide_access_only_to_a_reserved_name(user: str) -> None:
+    with pytest.raises(CredentialError, match="must be a reserved name"):
+        credentials.acl(user)
+    with pytest.raises(CredentialError):
+        credentials.issue_controller(user)
+
+
+def test_the_acl_gives_each_device_read_on_its_desired_topic_and_write_on_its_other_channels() -> None:
+    text = credentials.acl("controller-eu")
+    granted = sorted(tuple(line.split()[1:]) for line in text.splitlines() if line.startswith("pattern "))
+    want = sorted(("read" if c is topics.Channel.DESIRED else "write", f"{topics.PREFIX}/%u/{c.value}")
+                  for c in topics.Channel)  # every channel of the protocol, nothing more
+    assert granted == want
+    assert "user controller-eu\ntopic readwrite tinyfleet/v1/devices/#\n" in text
+
+
+@pytest.mark.parametrize("command", ["customize", "flash", "serial"])
+def test_provisioning_commands_refuse_a_reserved_device_id_before_doing_anything(command: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    from controller.cli import build_parser
+
+    extra = {"customize": ["x.img"], "flash": ["x.img", "--target", "x-out.img"], "serial": ["--port", "/dev/null",
+                                                                                       "--user", "root"]}[command]
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["provision", command, *extra, "--device-id", "controller",
+                                   "--broker", "mqtt://10.0.0.5:1883"])
+    assert exit_.value.code == 2
+    assert "device id 'controller' is reserved" in capsys.readouterr().err
