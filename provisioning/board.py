@@ -20,7 +20,7 @@ log = structlog.get_logger("tinyfleet.provisioning.board")
 ARCH_PLATFORM = {"armv6l": "linux/arm/v6", "armv7l": "linux/arm/v7", "armv8l": "linux/arm/v7",
                  "aarch64": "linux/arm64", "arm64": "linux/arm64", "x86_64": "linux/amd64", "i686": "linux/386",
                  "riscv64": "linux/riscv64"}
-WHEEL_DIR = "/usr/local/lib/tinyfleet"
+WHEEL_DIR = "/usr/local/lib/tinyfleet/wheels"
 IDENTITY = ("cat /sys/firmware/devicetree/base/serial-number 2>/dev/null | tr -d '\\000'; echo; "
             "cat /proc/device-tree/model 2>/dev/null | tr -d '\\000'; echo; uname -m; cat /etc/machine-id 2>/dev/null")
 
@@ -66,14 +66,26 @@ def existing_secret(shell: Shell) -> str | None:
     return None
 
 
-def install(shell: Shell, settings: DeviceSettings, source: AgentSource, wheel: Path | None = None) -> bool:
-    """Everything after login and identity. Returns whether the unit ended active."""
+def board_python(shell: Shell) -> str:
+    """The board's python3 as MAJOR.MINOR (the wheelhouse must be built for it)."""
+    out = shell.run("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'", "read python version",
+                    check=True).output.strip()
+    return out.splitlines()[-1] if out else ""
+
+
+def install(shell: Shell, settings: DeviceSettings, source: AgentSource, wheels: tuple[Path, ...] = (),
+            pinned: str | None = None) -> bool:
+    """Everything after login and identity. Returns whether the unit ended active. `wheels` are uploaded
+    (each checked by sha256) to the board's wheel folder; with `pinned` pip installs from them alone."""
     shell.run("command -v python3 >/dev/null && python3 -c 'import venv, ensurepip'", "check python3-venv",
               check=True)
-    if wheel is not None:
-        board_wheel = f"{WHEEL_DIR}/{wheel.name}"
-        shell.upload(wheel.read_bytes(), board_wheel, "upload agent wheel")
-        source = AgentSource(source.index_url, board_wheel)
+    for number, wheel in enumerate(wheels, start=1):
+        shell.upload(wheel.read_bytes(), f"{WHEEL_DIR}/{wheel.name}", f"upload wheel {number}/{len(wheels)} "
+                                                                        f"({wheel.name})")
+    if wheels and pinned:
+        source = AgentSource(find_links=WHEEL_DIR, pinned=pinned)
+    elif wheels:
+        source = AgentSource(source.index_url, f"{WHEEL_DIR}/{wheels[0].name}")
     shell.run("install -d -m 0755 -o root -g root /etc/tinyfleet", "create /etc/tinyfleet", check=True)
     if settings.ca_pem is not None:
         shell.upload(settings.ca_pem.encode(), CA_PATH, "upload CA certificate", mode="0644")

@@ -110,6 +110,15 @@ class FatVolume:
             tmp.flush()
             self._run("mcopy", "-o", "-n", "-D", "o", tmp.name, f"::/{target}")
 
+    def label(self) -> str:
+        """The volume label ('' when there is none)."""
+        out = self._run("mlabel", "-s", "::").decode("utf-8", errors="replace").strip()
+        prefix = "Volume label is "
+        return out[len(prefix):].strip() if out.startswith(prefix) else ""
+
+    def set_label(self, label: str) -> None:
+        self._run("mlabel", f"::{label}")
+
     def delete(self, path: str) -> None:
         stored = self.find(path)
         if stored is not None:

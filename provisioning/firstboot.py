@@ -8,8 +8,16 @@ On the boot partition (mounted at /boot/firmware on the board):
     tinyfleet/ca.pem                optional private CA
     tinyfleet/firstboot.sh          moves secrets, installs tinyfleet-install.service (runs after network-online)
     tinyfleet/install-agent.sh      the installer steps (provisioning.installer), also used over serial
-    tinyfleet/<wheel>               optional bundled agent wheel
+    tinyfleet/wheels/*.whl          the agent and its dependencies for the board (a wheelhouse): installed
+                                    with `pip --no-index --find-links`, no network needed
     user-data, meta-data, network-config   (cloud-init)   |   firstrun.sh   (firstrun)
+
+network-config: cloud-init reads it from a NoCloud seed *directory* or from a file system labelled
+CIDATA, but through `s=file://` seedfrom (how Raspberry Pi OS points cloud-init at /boot/firmware)
+cloud-init 22.4 (Debian bookworm) reads only meta-data, user-data and vendor-data: the Wi-Fi settings
+would be lost. So when a card carries a network-config, its boot partition is labelled CIDATA
+(`seed_label`): every cloud-init version finds the seed by label, and Raspberry Pi OS mounts the
+partition by PARTUUID, not by label.
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ FIRSTRUN_TOKENS = ("systemd.run=/boot/firstrun.sh", "systemd.run_success_action=
                    "systemd.unit=kernel-command-line.target")
 NOCLOUD_TOKEN = f"ds=nocloud;s=file://{BOOT_MOUNT}/"
 SERIAL_CONSOLE_TOKEN = "console=serial0,115200"
+WHEELS = f"{SUBDIR}/wheels"  # on the boot partition
+BOARD_WHEELS = "/usr/local/lib/tinyfleet/wheels"
+SEED_LABEL = "CIDATA"
+RELABELLED = ("bootfs", "cidata")  # Raspberry Pi OS's label (mounted by PARTUUID), or ours from an earlier run
 INSTALL_UNIT = """\
 [Unit]
 Description=tinyfleet: install the agent (first boot, retried until it succeeds)
@@ -68,7 +80,8 @@ class BootOptions:
     ssh_key: str | None = None
     enable_uart: bool = False
     index_url: str | None = None
-    wheel_name: str | None = None  # a wheel the caller puts at tinyfleet/<wheel_name>
+    wheels: tuple[str, ...] = ()  # wheel file names the caller puts in tinyfleet/wheels/
+    pinned: str | None = None  # with wheels: the agent requirement they satisfy, installed with no index
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,7 @@ def plan(style: Style, settings: DeviceSettings, options: BootOptions, cmdline: 
     secrets = [f"{SUBDIR}/agent.toml"]
     if settings.ca_pem is not None:
         files[f"{SUBDIR}/ca.pem"] = settings.ca_pem.encode()
-    wheel = f"/usr/local/lib/tinyfleet/{options.wheel_name}" if options.wheel_name else None
-    steps = agent_steps(AgentSource(options.index_url, wheel))
+    steps = agent_steps(_source(options))
     files[f"{SUBDIR}/install-agent.sh"] = as_script(steps, "# tinyfleet: install the agent (first boot)").encode()
     files[f"{SUBDIR}/tinyfleet-install.service"] = INSTALL_UNIT.encode()
     files[f"{SUBDIR}/firstboot.sh"] = _firstboot_sh(options).encode()
@@ -147,15 +159,31 @@ def plan(style: Style, settings: DeviceSettings, options: BootOptions, cmdline: 
     return BootEdits(files, new_cmdline, config, delete, tuple(secrets))
 
 
+def _source(options: BootOptions) -> AgentSource:
+    if options.wheels and options.pinned:
+        return AgentSource(find_links=BOARD_WHEELS, pinned=options.pinned)
+    if options.wheels:  # one agent wheel, its dependencies from the index
+        return AgentSource(options.index_url, f"{BOARD_WHEELS}/{options.wheels[0]}")
+    return AgentSource(options.index_url)
+
+
+def seed_label(current: str, files: dict[str, bytes]) -> str | None:
+    """The label the boot partition needs so every cloud-init reads its network-config (None: leave it).
+    Only Raspberry Pi OS's own label is replaced: other systems may mount the partition by its label."""
+    if "network-config" in files and current.strip().lower() in RELABELLED and current.strip() != SEED_LABEL:
+        return SEED_LABEL
+    return None
+
+
 def _yaml(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML flow scalar, with every escape right
 
 
 def _firstboot_sh(options: BootOptions) -> str:
     wheel = ""
-    if options.wheel_name:
-        name = shlex.quote(options.wheel_name)
-        wheel = f'install -m 0644 "$HERE"/{name} /usr/local/lib/tinyfleet/{name}\n'
+    if options.wheels:
+        wheel = (f"install -d -m 0755 {BOARD_WHEELS}\n"
+                 f'for w in "$HERE"/wheels/*.whl; do install -m 0644 "$w" {BOARD_WHEELS}/; done\n')
     return f"""#!/bin/sh
 # tinyfleet first boot (written by `tinyfleet provision`): takes this device's secrets off the boot
 # partition into /etc/tinyfleet (root only), then leaves the agent install to tinyfleet-install.service,

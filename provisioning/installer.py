@@ -18,12 +18,17 @@ PRINT_UNIT = ("import importlib.resources as r, sys; "
 
 @dataclass(frozen=True)
 class AgentSource:
-    """Where pip finds the agent: a wheel already on the board, else the index (PyPI when None)."""
+    """Where pip finds the agent: a wheelhouse folder on the board (`find_links`: no index at all), a single
+    wheel on the board (its dependencies from the index), else the index (PyPI when None)."""
 
     index_url: str | None = None
     wheel_path: str | None = None
+    find_links: str | None = None
+    pinned: str = "tinyfleet"  # with find_links: e.g. tinyfleet==0.1.0, the version the wheelhouse holds
 
     def requirement(self) -> str:
+        if self.find_links:
+            return self.pinned
         return self.wheel_path or "tinyfleet"
 
 
@@ -37,7 +42,9 @@ class Step:
 def agent_steps(source: AgentSource) -> list[Step]:
     venv = shlex.quote(VENV)
     pip = [f"{venv}/bin/pip", "install", "--disable-pip-version-check", "--no-input", "--quiet", "--upgrade"]
-    if source.index_url:
+    if source.find_links:
+        pip += ["--no-index", "--find-links", shlex.quote(source.find_links)]
+    elif source.index_url:
         pip += ["--index-url", shlex.quote(source.index_url)]
     pip.append(shlex.quote(source.requirement()))
     unit = shlex.quote(UNIT_PATH)

@@ -5,16 +5,18 @@ identity that the broker learns through its password file."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import structlog
 
 from agent import logs
 from controller.cli.common import Exit, fail, human_bytes, print_json
-from provisioning import credentials, errors, flash, target
-from provisioning.board import existing_secret, install, read_identity
+from provisioning import credentials, errors, flash, target, wheelhouse
+from provisioning.board import board_python, existing_secret, install, read_identity
 from provisioning.bootpartition import Customized, customize
 from provisioning.console import Console
 from provisioning.device import DeviceSettings
@@ -55,10 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--user", required=True, help="login name: root, or a user who may sudo (e.g. pi)")
     s.add_argument("--password-file", type=Path, help="file holding the login password (never on the command line)")
     s.add_argument("--login-timeout", type=float, default=60.0, metavar="SECONDS")
-    s.add_argument("--index-url", help="pip index to install the agent from (default PyPI)")
-    s.add_argument("--wheel", type=Path, help="install this agent wheel (uploaded over the console) instead")
+    _install_flags(s)
     _device_flags(s)
     s.set_defaults(handler=do_serial)
+
+    w = cmds.add_parser("wheelhouse", help="the agent and its dependency wheels for a board (then install offline)")
+    w.add_argument("--out", required=True, type=Path, help="folder to fill (give it later as --wheelhouse)")
+    w.add_argument("--wheel", type=Path, help="the agent wheel (default: built from this source checkout)")
+    w.add_argument("--platform", default=wheelhouse.DEFAULT_PLATFORM, help="the board's (default linux/arm64)")
+    w.add_argument("--board-python", default=wheelhouse.DEFAULT_PYTHON, metavar="X.Y",
+                   help="the board's python3 (default 3.11, Debian/Raspberry Pi OS bookworm)")
+    w.add_argument("--index-url", help="where the dependencies are downloaded from (default PyPI)")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(handler=do_wheelhouse)
 
     cr = cmds.add_parser("credentials", help="per-device MQTT credentials the broker knows (hashes only)")
     ccmds = cr.add_subparsers(dest="credentials_command", metavar="COMMAND", required=True)
@@ -93,6 +104,10 @@ def _device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT (no credentials)")
     p.add_argument("--ca-file", type=Path, help="PEM CA certificate for mqtts with a private CA")
     p.add_argument("--platform", help="override the agent's platform detection, e.g. linux/arm/v6")
+    p.add_argument("--controller-key", metavar="FILE",
+                   help="the controller's signing-key.pub (or its text, ed25519:...): the board runs what it signs")
+    p.add_argument("--insecure-accept-unsigned", action="store_true",
+                   help="no controller key: the board accepts desired states from any broker client (tests only)")
     p.add_argument("--mqtt-password-file", type=Path,
                    help="use this device secret instead of a new random one (the file's first line)")
     _passwd_flag(p)
@@ -112,8 +127,9 @@ def _boot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-boot", choices=("auto", *[s.value for s in Style]), default="auto",
                    help="first-boot format: cloud-init (current Raspberry Pi OS), firstrun (bookworm-era); "
                         "default: detect from the boot partition")
-    p.add_argument("--index-url", help="pip index the board installs the agent from (default PyPI)")
-    p.add_argument("--wheel", type=Path, help="bundle this agent wheel onto the boot partition and install it")
+    _install_flags(p)
+    p.add_argument("--board-python", default=wheelhouse.DEFAULT_PYTHON, metavar="X.Y",
+                   help="the image's python3, for the bundled wheels (default 3.11: Raspberry Pi OS bookworm)")
     p.add_argument("--hostname")
     p.add_argument("--wifi-ssid")
     p.add_argument("--wifi-psk-file", type=Path, help="file holding the Wi-Fi passphrase")
@@ -121,6 +137,29 @@ def _boot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh-key", type=Path, help="public key file to authorise for --ssh-user")
     p.add_argument("--ssh-user", default="pi")
     p.add_argument("--enable-uart", action="store_true", help="enable_uart=1 and a serial console on cmdline.txt")
+
+
+def _install_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wheelhouse", type=Path, metavar="DIR",
+                   help="the agent and its dependencies (`tinyfleet provision wheelhouse`): installed with no network")
+    p.add_argument("--wheel", type=Path,
+                   help="the agent wheel; its dependency wheels for the board are fetched (or taken from the cache) "
+                        "and carried along too, unless --index-url is given")
+    p.add_argument("--index-url", help="the board installs from this pip index instead (with --wheel: only the "
+                                       "dependencies); by default it needs no index at all")
+
+
+def _wheels(args: argparse.Namespace, platform: str | None, python: str, work: Path) -> tuple[tuple[Path, ...],
+                                                                                                str | None]:
+    """What the board gets: (wheels, the pinned agent requirement they satisfy with no index), or a lone
+    agent wheel whose dependencies come from --index-url, or nothing (all from --index-url)."""
+    if args.wheelhouse:
+        house = wheelhouse.load(args.wheelhouse)
+        return house.wheels, house.requirement
+    if args.index_url:
+        return ((args.wheel,) if args.wheel else ()), None
+    house = wheelhouse.build(work, platform or wheelhouse.DEFAULT_PLATFORM, python, args.wheel)
+    return house.wheels, house.requirement
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -152,10 +191,20 @@ def _settings(args: argparse.Namespace, secret: str | None = None) -> tuple[Devi
             ca = args.ca_file.read_text()
         except OSError as exc:
             raise errors.CredentialError(f"cannot read --ca-file {args.ca_file}: {exc.strerror}") from exc
-    settings = DeviceSettings(args.device_id, args.broker, cred.username, cred.secret, ca, args.platform)
+    settings = DeviceSettings(args.device_id, args.broker, cred.username, cred.secret, ca, args.platform,
+                              _controller_key(args.controller_key), args.insecure_accept_unsigned)
     if not reused:
         passwd.put(cred)
     return settings, reused
+
+
+def _controller_key(given: str | None) -> str | None:
+    if given is None or given.startswith("ed25519:"):
+        return given
+    try:
+        return Path(given).read_text().strip()
+    except OSError as exc:
+        raise errors.CredentialError(f"cannot read --controller-key {given}: {exc.strerror}") from exc
 
 
 def _boot_options(args: argparse.Namespace) -> BootOptions:
@@ -184,7 +233,19 @@ def _report(args: argparse.Namespace, summary: dict) -> None:
 
 
 def _customized(done: Customized) -> dict:
-    return {"first_boot": done.style.value, "boot_files_written": list(done.written), "cmdline": done.cmdline}
+    return {"first_boot": done.style.value, "boot_files_written": list(done.written), "cmdline": done.cmdline,
+            "boot_label": done.label}
+
+
+def do_wheelhouse(args: argparse.Namespace) -> int:
+    _configure_logging(False)
+    try:
+        house = wheelhouse.build(args.out, args.platform, args.board_python, args.wheel, args.index_url)
+    except errors.ProvisioningError as exc:
+        return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    _report(args, {"wheelhouse": str(house.folder), "agent": house.requirement, "platform": args.platform,
+                   "python": args.board_python, "wheels": [w.name for w in house.wheels]})
+    return Exit.OK
 
 
 def do_customize(args: argparse.Namespace) -> int:
@@ -193,8 +254,10 @@ def do_customize(args: argparse.Namespace) -> int:
         options = _boot_options(args)
         flash.check_customizable(args.image)
         settings, _ = _settings(args)
-        table, boot, done = flash.customize_in_place(
-            args.image, lambda vol: customize(vol, settings, options, _style(args), args.wheel))
+        with tempfile.TemporaryDirectory(prefix="tinyfleet-wheelhouse-") as work:
+            wheels, pinned = _wheels(args, args.platform, args.board_python, Path(work))
+            table, boot, done = flash.customize_in_place(
+                args.image, lambda vol: customize(vol, settings, options, _style(args), wheels, pinned))
     except errors.ProvisioningError as exc:
         return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
     _report(args, {"image": str(args.image), "device_id": args.device_id, "partition_table": table.scheme,
@@ -213,19 +276,25 @@ def _confirm(args: argparse.Namespace, tgt: target.Target) -> bool:
 
 def do_flash(args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
+    stack = contextlib.ExitStack()
     try:
         options = _boot_options(args)
         tgt = target.check(args.target, args.image)
         if not _confirm(args, tgt):
             return fail(f"not writing {tgt.path}: confirm with --yes (or answer y at the prompt)", Exit.REFUSED)
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="tinyfleet-wheelhouse-"))
+        wheels, pinned = _wheels(args, args.platform, args.board_python, Path(work))
+
         def bake(volume: FatVolume) -> Customized:  # the credential is issued once the image proved readable
-            return customize(volume, _settings(args)[0], options, _style(args), args.wheel)
+            return customize(volume, _settings(args)[0], options, _style(args), wheels, pinned)
 
         with open_image(args.image) as image, _progress(args) as progress:
             written = flash.write(image, tgt.path, bake, progress)
         flash.verify(written)
     except errors.ProvisioningError as exc:
         return fail(str(exc), EXIT.get(type(exc), Exit.FAILED))
+    finally:
+        stack.close()
     _report(args, {"target": str(written.target), "device_id": args.device_id, "bytes": written.size,
                    "sha256": written.sha256, "verified": True, "partition_table": written.table.scheme,
                    **_customized(written.customized)})
@@ -271,7 +340,9 @@ def do_serial(args: argparse.Namespace) -> int:
             identity = read_identity(shell)
             log.info("board identified", serial=identity.serial, model=identity.model, arch=identity.arch)
             settings, reused = _settings(args, existing_secret(shell))
-            active = install(shell, settings, AgentSource(args.index_url), args.wheel)
+            with tempfile.TemporaryDirectory(prefix="tinyfleet-wheelhouse-") as work:
+                wheels, pinned = _wheels(args, args.platform or identity.platform, board_python(shell), Path(work))
+                active = install(shell, settings, AgentSource(args.index_url), wheels, pinned)
             shell.run(f"echo {int(level) if level.isdigit() else 7} > /proc/sys/kernel/printk",
                       "restore console log level")
             shell.logout()

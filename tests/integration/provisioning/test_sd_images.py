@@ -105,7 +105,7 @@ def test_options_land_on_the_boot_partition(pi_image, tmp_path, agent_wheel) -> 
     assert 'pa$$ \\"word\\"' in piimage.boot_read(image, "network-config")
     user_data = piimage.boot_read(image, "user-data")
     assert "ssh-ed25519 AAAAC3Nza op@laptop" in user_data and '"pi-four"' in user_data
-    copied = piimage.run("mtype", "-i", f"{image}@@{piimage.BOOT_START}", f"::/tinyfleet/{agent_wheel.name}",
+    copied = piimage.run("mtype", "-i", f"{image}@@{piimage.BOOT_START}", f"::/tinyfleet/wheels/{agent_wheel.name}",
                          env=piimage.MTOOLS_ENV)
     assert len(copied) > 0
     assert 'pa$$' not in result.stdout + result.stderr

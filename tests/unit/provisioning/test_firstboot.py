@@ -18,6 +18,7 @@ from provisioning.firstboot import (
     edit_cmdline,
     edit_config_txt,
     plan,
+    seed_label,
 )
 from tests.support.cli import CONTROLLER_KEY
 
@@ -120,8 +121,29 @@ def test_meta_data_instance_id_is_stable_for_the_same_inputs() -> None:
     assert one == two != other
 
 
-def test_bundled_wheel_is_installed_from_the_board_copy() -> None:
-    edits = plan(Style.CLOUD_INIT, SETTINGS, BootOptions(wheel_name="tinyfleet-0.1.0-py3-none-any.whl"), BASE, None)
+def test_a_lone_bundled_wheel_is_installed_from_the_board_copy_with_its_dependencies_from_the_index() -> None:
+    options = BootOptions(wheels=("tinyfleet-0.1.0-py3-none-any.whl",), index_url="https://pypi.example/simple")
+    edits = plan(Style.CLOUD_INIT, SETTINGS, options, BASE, None)
     installer = edits.files["tinyfleet/install-agent.sh"].decode()
-    assert "/usr/local/lib/tinyfleet/tinyfleet-0.1.0-py3-none-any.whl" in installer
-    assert "tinyfleet-0.1.0-py3-none-any.whl" in edits.files["tinyfleet/firstboot.sh"].decode()
+    assert "/usr/local/lib/tinyfleet/wheels/tinyfleet-0.1.0-py3-none-any.whl" in installer
+    assert "--index-url https://pypi.example/simple" in installer and "--no-index" not in installer
+    assert '"$HERE"/wheels/*.whl' in edits.files["tinyfleet/firstboot.sh"].decode()
+
+
+def test_a_wheelhouse_on_the_card_installs_with_no_index_at_all() -> None:
+    options = BootOptions(wheels=("tinyfleet-0.1.0-py3-none-any.whl", "paho_mqtt-2.2.0-py3-none-any.whl"),
+                          pinned="tinyfleet==0.1.0")
+    installer = plan(Style.CLOUD_INIT, SETTINGS, options, BASE, None).files["tinyfleet/install-agent.sh"].decode()
+    assert "--no-index --find-links /usr/local/lib/tinyfleet/wheels tinyfleet==0.1.0" in installer
+    assert "--index-url" not in installer
+
+
+@pytest.mark.parametrize("current, files, wanted", [
+    ("BOOTFS", {"network-config": b"x"}, "CIDATA"),  # Raspberry Pi OS: mounted by PARTUUID, safe to relabel
+    ("bootfs", {"network-config": b"x"}, "CIDATA"),
+    ("CIDATA", {"network-config": b"x"}, None),  # already (an earlier run)
+    ("BOOTFS", {"user-data": b"x"}, None),  # no network-config: nothing to make cloud-init find
+    ("system-boot", {"network-config": b"x"}, None),  # Ubuntu mounts its boot partition by this label
+])
+def test_a_card_with_network_config_is_labelled_so_every_cloud_init_reads_it(current, files, wanted) -> None:
+    assert seed_label(current, files) == wanted
