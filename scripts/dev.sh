@@ -4,6 +4,9 @@
 #   bash scripts/dev.sh demo    set up, then run `tinyfleet demo`
 #   bash scripts/dev.sh test    set up, then run the whole test suite (unit + integration)
 #   bash scripts/dev.sh bench   set up, then run the benchmarks under bench/
+#   bash scripts/dev.sh e2e-boot  set up (plus qemu-system-arm, debootstrap), build the Pi-like arm64 image
+#                               (root file system cached under /var/cache/tinyfleet), flash it, boot it
+#                               under qemu-system-aarch64 and check the board comes online (~20-30 min)
 # Extra arguments go to the command (e.g. `bash scripts/dev.sh test -k protocol`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,12 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   sudo                               # serial provisioning tests: a Raspberry-Pi-OS-like sudoer on the test board
 )
+# only for `e2e-boot`: the Pi-like image (debootstrap, ext4 from a directory) and booting it
+BOOT_PACKAGES=(qemu-system-arm debootstrap e2fsprogs openssh-client socat mtools dosfstools fdisk xz-utils
+               qemu-user-static)
+BOOT_CHECKS=(qemu-system-aarch64:qemu-system-arm debootstrap:debootstrap mkfs.ext4:e2fsprogs ssh:openssh-client
+             ssh-keygen:openssh-client)
+PI_CACHE=${TINYFLEET_IMAGE_CACHE:-/var/cache/tinyfleet}
 # binary -> package, to decide quickly whether apt-get has work to do
 CHECKS=(mosquitto:mosquitto mosquitto_pub:mosquitto-clients dockerd:docker.io docker-registry:docker-registry
         qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
@@ -48,6 +57,31 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+}
+
+install_boot_packages() {
+  local missing=()
+  for pair in "${BOOT_CHECKS[@]}"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  log "installing Debian packages for e2e-boot (missing: ${missing[*]})"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${BOOT_PACKAGES[@]}" >/dev/null
+}
+
+pi_image() {
+  # The image is rebuilt when its recipe changes; its root file system has its own cache (see the script).
+  local image="$PI_CACHE/pi-bookworm-arm64.img.xz" stamp want
+  stamp="$image.recipe"
+  want=$(sha256sum scripts/build-pi-image.sh | cut -c1-16)
+  if [ ! -f "$image" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -c 'from controller.sandbox import binfmt; binfmt.ensure()'
+    as_root bash scripts/build-pi-image.sh "$image" >&2
+    echo "$want" | as_root tee "$stamp" >/dev/null
+  fi
+  echo "$image"
 }
 
 stop_system_services() {
@@ -84,5 +118,11 @@ case "$cmd" in
   demo)  setup; exec "$VENV/bin/tinyfleet" demo "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m bench "$@" ;;
-  *) echo "usage: bash scripts/dev.sh {setup|demo|test|bench} [args...]" >&2; exit 2 ;;
+  e2e-boot)
+    setup; install_boot_packages
+    start=$(date +%s)
+    image=$(pi_image)
+    log "Pi-like image ready in $(( $(date +%s) - start )) s: $image"
+    TINYFLEET_PI_IMAGE=$image exec "$VENV/bin/python" -m pytest tests/e2e/boot_e2e.py -s --timeout 3600 "$@" ;;
+  *) echo "usage: bash scripts/dev.sh {setup|demo|test|bench|e2e-boot} [args...]" >&2; exit 2 ;;
 esac
