@@ -15,6 +15,7 @@ already sent, so the retained message is always the newest.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,7 @@ from controller.model import Release
 from controller.signing import Signer
 from controller.store import Store
 from protocol import topics
-from protocol.codec import encode
+from protocol.codec import decode, encode
 from protocol.messages import DesiredState
 
 log = structlog.get_logger("controller.publisher")
@@ -97,6 +98,25 @@ class Publisher:
     def republish_all(self) -> int:
         """Send every stored document again, byte for byte (same generation: the agent treats it as a
         harmless re-delivery). Run on each broker (re)connection, so a broker that lost its retained
-        messages gets them back."""
-        return self.send(self.store.desired_payloads())
+        messages gets them back. Documents signed by an earlier key (before a rotation) are signed again
+        first, same generation and body: a board provisioned with the new key alone would refuse them."""
+        documents = self.store.desired_payloads()
+        stale = [(d, g, p) for d, g, p in documents if _key_id(p) != self.signer.public.key_id]
+        if stale:
+            fresh = {d: (d, g, self._resign(p)) for d, g, p in stale}
+            self.store.replace_desired_payloads(list(fresh.values()))
+            documents = [fresh.get(d, (d, g, p)) for d, g, p in documents]
+            log.info("signed the stored desired states again with the current key", documents=len(stale),
+                     key_id=self.signer.public.key_id)
+        return self.send(documents)
+
+    def _resign(self, payload: bytes) -> bytes:
+        desired = decode(payload, DesiredState)
+        assert isinstance(desired, DesiredState)
+        return encode(desired, self.signer.sign(desired))
+
+
+def _key_id(payload: bytes) -> str | None:
+    sig = json.loads(payload).get("sig")
+    return sig.get("key_id") if isinstance(sig, dict) else None
 

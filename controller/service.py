@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 import uvicorn
 
+from controller import signing
 from controller.api import ApiContext, create_app
 from controller.apitoken import load_or_create
 from controller.engine import Engine
@@ -111,6 +112,7 @@ class Controller:
         c = self.config
         self.store = Store(c.db)
         self.token = load_or_create(c.token_path)
+        self.signer = signing.load_or_create(Path(c.db).parent)
         sock = self._bind()  # before any thread: a taken port fails here, cleanly
         client_id = self.store.meta("mqtt_client_id")
         if client_id is None:  # kept in the store: the same session (and its queued reports) after a restart
@@ -120,7 +122,7 @@ class Controller:
         self.link = MqttLink(self.broker, client_id, on_message=self._deliver, on_connected=self._broker_connected,
                              on_state=lambda up: self.metrics.mqtt_connected.set(int(up)),
                              ca_file=str(c.broker_ca_file) if c.broker_ca_file else None)
-        self.publisher = Publisher(self.store, self.link.publish, self.clock,
+        self.publisher = Publisher(self.store, self.link.publish, self.signer, self.clock,
                                    on_sent=lambda n: self.metrics.desired_published.inc(n))
         self.fleet = Fleet(self.store, c.offline_after, self.clock, changed=lambda: self.engine.wake.set())
         registry = RegistryClient(c.registry_credentials, insecure_hosts=c.insecure_registries,
@@ -176,6 +178,11 @@ class Controller:
             if time.monotonic() > deadline:
                 raise RuntimeError("the API server did not start within 15 s")
             time.sleep(0.01)
+
+    @property
+    def public_key(self) -> str:
+        """The key boards must trust (`controller_key`), as in signing-key.pub."""
+        return str(self.signer.public)
 
     def wait_connected(self, timeout: float = 15.0) -> bool:
         return self.link.connected.wait(timeout)

@@ -402,6 +402,12 @@ class Store:
         return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_publish = 1 ORDER BY id LIMIT ?",
                                          (limit,))]
 
+    def replace_desired_payloads(self, documents: Sequence[tuple[str, int, bytes]]) -> None:
+        """The same documents signed again (after a key rotation): only where the generation still matches."""
+        with self.transaction():
+            self._db.executemany("UPDATE devices SET desired_payload = ? WHERE id = ? AND desired_generation = ?",
+                                 [(payload, device_id, generation) for device_id, generation, payload in documents])
+
     def desired_payloads(self) -> list[tuple[str, int, bytes]]:
         """(device id, generation, the exact bytes last sent) for every device that has a document."""
         return [(i, g, bytes(p)) for i, g, p in self._rows("SELECT id, desired_generation, desired_payload FROM "

@@ -10,8 +10,9 @@ from controller.publisher import Publisher, next_generation
 from controller.signing import Signer
 from controller.store import Incoming, Store
 from protocol import topics
-from protocol.codec import decode
+from protocol.codec import decode, open_envelope
 from protocol.messages import DesiredState
+from protocol.signing import check
 from tests.unit.controller.records import release, reported, seen
 
 SIGNER = Signer.generate()
@@ -106,3 +107,25 @@ def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
     broker.sent.clear()
     assert pub.republish_all() == 2
     assert broker.sent == first
+
+
+def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new_key(tmp_path: Path) -> None:
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "a", "b")
+    r1 = store.add_release(release(1))
+    for d in ("a", "b"):
+        store.assign(d, "hello", r1.id, None, 1)
+    pub.flush()
+    before = {topic: decode(payload) for topic, payload in broker.sent}
+    new = Signer.generate()
+    rotated = Publisher(store, broker, Signer(new.private, new.public, (SIGNER.endorse(new.public),)),
+                        clock=lambda: 1000.0)
+    broker.sent.clear()
+    assert rotated.republish_all() == 2
+    for topic, payload in broker.sent:
+        envelope = open_envelope(payload)
+        assert envelope.message == before[topic], "same generation, same body"
+        assert check(envelope.body, envelope.signature, SIGNER.public) == new.public  # old boards follow
+        assert check(envelope.body, envelope.signature, new.public) == new.public  # new boards accept
+    stored = {d: p for d, _, p in store.desired_payloads()}
+    assert sorted(stored.values()) == sorted(p for _, p in broker.sent), "kept signed: done once, not per reconnect"
