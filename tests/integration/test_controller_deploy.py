@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.cli import build_parser
 from controller.sandbox.prereqs import require
 from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+from tests.support.cli import tinyfleet
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 
@@ -62,8 +63,12 @@ def test_the_production_broker_config_refuses_anonymous_clients_and_serves_tls(t
                    check=True, capture_output=True)
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(tmp_path / "passwd"), "controller", "s3cret"], check=True,
                    capture_output=True)
+    acl = tinyfleet("provision", "credentials", "acl", "--controller-user", "controller")
+    assert acl.returncode == 0, acl.stderr
+    (tmp_path / "acl").write_text(acl.stdout)
     config = (SYSTEMD / "mosquitto-tinyfleet.conf").read_text()
     for production, here in (("/etc/mosquitto/tinyfleet.passwd", tmp_path / "passwd"),
+                             ("/etc/mosquitto/tinyfleet.acl", tmp_path / "acl"),
                              ("/etc/mosquitto/certs/broker.crt", tmp_path / "broker.crt"),
                              ("/etc/mosquitto/certs/broker.key", tmp_path / "broker.key"),
                              ("/var/lib/mosquitto/", f"{tmp_path}/data/"), ("listener 1883 ", f"listener {plain} "),
