@@ -61,7 +61,7 @@ class BootVM:
                 "-serial", f"file:{self.serial_log}",
                 "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
                 "-drive", f"if=none,file={self.card},format=raw,id=card", "-device", "virtio-blk-pci,drive=card",
-                "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
+                "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=",
                 "-device", "virtio-rng-pci"]
         if self.loopback_ports:
             ports = " ".join(str(p) for p in self.loopback_ports)
