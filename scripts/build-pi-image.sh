@@ -149,6 +149,8 @@ fi
 log "assembling the disk image"
 mkdir -p "$WORK/rootfs"
 tar --numeric-owner --xattrs -C "$WORK/rootfs" -xf "$ROOT_TAR"
+# the root file system has no `locales` package (Raspberry Pi OS has): cloud-init leaves the locale alone
+printf 'locale: false\n' > "$WORK/rootfs/etc/cloud/cloud.cfg.d/91-no-locales.cfg"
 KERNEL=$(ls "$WORK"/rootfs/boot/vmlinuz-* | sort -V | tail -1)
 INITRD=$(ls "$WORK"/rootfs/boot/initrd.img-* | sort -V | tail -1)
 

@@ -116,9 +116,8 @@ def test_a_flashed_card_boots_comes_online_takes_a_rollout_and_survives_a_reboot
         assert api.device(DEVICE)["platform"] == "linux/arm64"
 
         vm.wait_ssh(300)  # the provisioned user, with the provisioned key
-        first_boot = vm.root_shell("systemctl show -p ActiveEnterTimestampMonotonic --value tinyfleet-install.service;"
-                                   " cat /proc/uptime").split()
-        figure("first boot: kernel start -> agent installed", int(first_boot[0]) / 1e6)
+        first_boot = vm.root_shell("systemctl show -p ActiveEnterTimestampMonotonic --value tinyfleet-agent.service")
+        figure("first boot: kernel start -> agent active (cloud-init, venv, pip from the card)", int(first_boot) / 1e6)
         assert vm.root_shell("hostname").strip() == HOSTNAME
         assert vm.root_shell("cat ~pi/.ssh/authorized_keys").strip() == (tmp_path / "id.pub").read_text().strip()
         assert vm.root_shell("stat -c '%a %U' /etc/tinyfleet/agent.toml").split() == ["600", "root"]
@@ -131,7 +130,8 @@ def test_a_flashed_card_boots_comes_online_takes_a_rollout_and_survives_a_reboot
         netplan = vm.root_shell("cat /etc/netplan/50-cloud-init.yaml")
         assert SSID in netplan and "wlan0" in netplan, netplan
         assert "22.4" in vm.root_shell("cloud-init --version 2>&1")
-        assert vm.root_shell("cloud-init status --wait --long 2>&1 | head -3").find("done") >= 0
+        status = vm.root_shell("cloud-init status --wait --long 2>&1 || true")
+        assert "status: done" in status, status
 
         # --- a rollout lands on the board's own engine ------------------------------------------------
         created = tinyfleet("release", "create", "hello", app.tag_ref, "--json", env=env, timeout=120)
@@ -153,12 +153,15 @@ def test_a_flashed_card_boots_comes_online_takes_a_rollout_and_survives_a_reboot
         assert "healthy" in containers and f"127.0.0.1:{registry.port}/e2e/hello" in containers, (containers, shown)
 
         # --- reboot: the app still runs, nothing of the first boot again -----------------------------
+        boot_id = vm.root_shell("cat /proc/sys/kernel/random/boot_id").strip()
         vm.ssh("sudo systemctl reboot", timeout=30)
-        time.sleep(20)
         rebooted = time.monotonic()
-        wait_for(lambda: vm.ssh("cat /proc/uptime", timeout=30).returncode == 0 and
-                 float(vm.ssh("cat /proc/uptime", timeout=30).stdout.split()[0]) < time.monotonic() - started,
-                 900, "the VM back after its reboot", vm)
+
+        def booted_again() -> bool:
+            done = vm.ssh("cat /proc/sys/kernel/random/boot_id", timeout=30)
+            return done.returncode == 0 and done.stdout.strip() not in ("", boot_id)
+
+        wait_for(booted_again, 900, "the VM back after its reboot", vm)
         wait_for(lambda: vm.ssh("docker ps --filter label=io.tinyfleet.app=hello -q", timeout=30).stdout.strip(),
                  900, "the app running again after the reboot", vm)
         wait_for(online, 900, f"{DEVICE} online after the reboot", vm)
