@@ -157,7 +157,7 @@ INITRD=$(ls "$WORK"/rootfs/boot/initrd.img-* | sort -V | tail -1)
 # partition 1: FAT32 bootfs, as Raspberry Pi OS's (the Pi firmware's files replaced by what qemu boots)
 mkfs.vfat -F 32 -n bootfs -C "$WORK/boot.fat" $((BOOT_MIB * 1024)) >/dev/null
 cat > "$WORK/cmdline.txt" <<EOF
-console=ttyAMA0,115200 console=tty1 root=PARTUUID=$DISK_ID-02 rootfstype=ext4 fsck.repair=yes rootwait
+console=ttyAMA0,115200 console=tty1 root=PARTUUID=$DISK_ID-02 rootfstype=ext4 fsck.repair=yes rootwait apparmor=0
 EOF
 cat > "$WORK/config.txt" <<'EOF'
 # For more options and information see
