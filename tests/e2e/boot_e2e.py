@@ -162,7 +162,7 @@ def test_a_flashed_card_boots_comes_online_takes_a_rollout_and_survives_a_reboot
             return done.returncode == 0 and done.stdout.strip() not in ("", boot_id)
 
         wait_for(booted_again, 900, "the VM back after its reboot", vm)
-        wait_for(lambda: vm.ssh("docker ps --filter label=io.tinyfleet.app=hello -q", timeout=30).stdout.strip(),
+        wait_for(lambda: vm.ssh("sudo docker ps --filter label=io.tinyfleet.app=hello -q", timeout=30).stdout.strip(),
                  900, "the app running again after the reboot", vm)
         wait_for(online, 900, f"{DEVICE} online after the reboot", vm)
         figure("reboot to online", time.monotonic() - rebooted)
