@@ -96,13 +96,19 @@ def test_an_older_document_is_never_sent_after_a_newer_one(tmp_path: Path) -> No
                            (topics.desired("pi-1"), b"three")]
 
 
-def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
+def published(tmp_path: Path) -> tuple[Store, Broker, Publisher]:
+    """Devices a and b on release 1, their documents sent."""
     store, broker, pub = fleet(tmp_path / "f.db")
     seen(store, "a", "b")
     r1 = store.add_release(release(1))
     for d in ("a", "b"):
         store.assign(d, "hello", r1.id, None, 1)
     pub.flush()
+    return store, broker, pub
+
+
+def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
+    store, broker, pub = published(tmp_path)
     first = list(broker.sent)
     broker.sent.clear()
     assert pub.republish_all() == 2
@@ -110,12 +116,7 @@ def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
 
 
 def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new_key(tmp_path: Path) -> None:
-    store, broker, pub = fleet(tmp_path / "f.db")
-    seen(store, "a", "b")
-    r1 = store.add_release(release(1))
-    for d in ("a", "b"):
-        store.assign(d, "hello", r1.id, None, 1)
-    pub.flush()
+    store, broker, pub = published(tmp_path)
     before = {topic: decode(payload) for topic, payload in broker.sent}
     new = Signer.generate()
     rotated = Publisher(store, broker, Signer(new.private, new.public, (SIGNER.endorse(new.public),)),
