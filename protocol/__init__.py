@@ -13,12 +13,14 @@ from protocol.messages import (
     Health,
     HealthPolicy,
     Limits,
+    LockHeld,
     Phase,
     PortMapping,
     ReportedState,
     RestartPolicy,
     Signature,
     Status,
+    UpdateLockPolicy,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Health",
     "HealthPolicy",
     "Limits",
+    "LockHeld",
     "PayloadTooLarge",
     "Phase",
     "PortMapping",
@@ -39,6 +42,7 @@ __all__ = [
     "Signature",
     "Status",
     "UnsupportedVersion",
+    "UpdateLockPolicy",
     "decode",
     "encode",
 ]

@@ -114,6 +114,21 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class UpdateLockPolicy:
+    """How long the release lets an app's update lock hold it back (1.2). The lock itself is the app's
+    (a file it creates in /run/tinyfleet/, see agent.locks); this is the release's patience with it."""
+
+    max_wait_seconds: float | None = None  # None: wait until the lock is released or expires
+
+    @classmethod
+    def read(cls, r: Reader) -> UpdateLockPolicy:
+        return cls(max_wait_seconds=r.num("max_wait_seconds", None, hi=30 * 86400))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_wait_seconds": self.max_wait_seconds}
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     image: str  # repo@sha256:<index or manifest digest>
@@ -124,6 +139,7 @@ class AppSpec:
     restart: RestartPolicy = RestartPolicy.UNLESS_STOPPED
     health: HealthPolicy | None = None  # None: the agent's configured defaults
     limits: Limits = field(default_factory=Limits)
+    update_lock: UpdateLockPolicy | None = None  # 1.2; None: an app's lock holds the update until it expires
 
     @property
     def digest(self) -> str:
@@ -134,10 +150,12 @@ class AppSpec:
         return self.image.rsplit("@", 1)[0]
 
     def spec_hash(self) -> str:
-        """A short, stable hash of everything that shapes the container; a change means re-create."""
+        """A short, stable hash of everything that shapes the container; a change means re-create.
+        The update-lock policy is left out: it says when to switch, not what to run."""
         cached = self.__dict__.get("_spec_hash")  # computed once: a plan asks for it many times per pass
         if cached is None:
-            canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            shape = {k: v for k, v in self.to_dict().items() if k != "update_lock"}
+            canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"))
             cached = hashlib.sha256(canonical.encode()).hexdigest()[:16]
             object.__setattr__(self, "_spec_hash", cached)
         return cached
@@ -160,13 +178,17 @@ class AppSpec:
             restart=_enum(r, "restart", RestartPolicy, RestartPolicy.UNLESS_STOPPED),
             health=r.sub("health", HealthPolicy.read, None),
             limits=r.sub("limits", Limits.read, Limits()),
+            update_lock=r.sub("update_lock", UpdateLockPolicy.read, None),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "image": self.image, "max_bytes": self.max_bytes,
-                "env": dict(self.env), "command": list(self.command) if self.command is not None else None,
-                "ports": [p.to_dict() for p in self.ports], "restart": self.restart.value,
-                "health": self.health.to_dict() if self.health else None, "limits": self.limits.to_dict()}
+        out = {"name": self.name, "image": self.image, "max_bytes": self.max_bytes,
+               "env": dict(self.env), "command": list(self.command) if self.command is not None else None,
+               "ports": [p.to_dict() for p in self.ports], "restart": self.restart.value,
+               "health": self.health.to_dict() if self.health else None, "limits": self.limits.to_dict()}
+        if self.update_lock is not None:  # absent unless set: documents of 1.1 encode (and sign) as before
+            out["update_lock"] = self.update_lock.to_dict()
+        return out
 
 
 # base64 of a 32-byte key / a 64-byte signature, padded: checked here so a garbled field is refused by name
@@ -235,6 +257,7 @@ class DesiredState:
     generation: int  # strictly increasing per device; an agent ignores anything not newer
     apps: tuple[AppSpec, ...] = ()
     issued_at: float | None = None
+    force: tuple[str, ...] = ()  # 1.2: apps to update now, whatever their update lock says (`device update --force`)
 
     kind = "desired"
 
@@ -245,16 +268,41 @@ class DesiredState:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ProtocolError(r.at("apps"), f"app name {dupes[0]!r} appears more than once")
+        force = r.raw("force", [])
+        if not isinstance(force, list) or len(force) > MAX_APPS:
+            raise ProtocolError(r.at("force"), f"must be a list of at most {MAX_APPS} app names")
+        force = tuple(check_str(n, f"{r.at('force')}[{i}]", max_len=63, pattern=APP_NAME_RE)
+                      for i, n in enumerate(force))
         return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
                    generation=r.int("generation", lo=0), apps=apps,
-                   issued_at=r.num("issued_at", None, hi=1e11))
+                   issued_at=r.num("issued_at", None, hi=1e11), force=force)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "generation": self.generation,
-                "apps": [a.to_dict() for a in self.apps], "issued_at": self.issued_at}
+        out = {"device_id": self.device_id, "generation": self.generation,
+               "apps": [a.to_dict() for a in self.apps], "issued_at": self.issued_at}
+        if self.force:
+            out["force"] = list(self.force)
+        return out
 
     def app(self, name: str) -> AppSpec | None:
         return next((a for a in self.apps if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class LockHeld:
+    """An app's update lock holding back a downloaded, verified update (1.2)."""
+
+    holder: str
+    since: float
+    expires: float | None = None  # when the agent goes ahead anyway (lock expiry or the release's max wait)
+
+    @classmethod
+    def read(cls, r: Reader) -> LockHeld:
+        return cls(holder=r.str("holder", max_len=128, allow_empty=True), since=r.num("since", hi=1e11),
+                   expires=r.num("expires", None, hi=1e11))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"holder": self.holder, "since": self.since, "expires": self.expires}
 
 
 @dataclass(frozen=True)
@@ -267,6 +315,7 @@ class AppStatus:
     restart_count: int = 0
     health: str = "none"  # healthy | unhealthy | starting | none
     generation: int | None = None  # generation of the spec the running container was made from
+    locked: LockHeld | None = None  # 1.2: the update is downloaded and waits for the app's lock (phase pending)
 
     @classmethod
     def read(cls, r: Reader) -> AppStatus:
@@ -278,12 +327,15 @@ class AppStatus:
                    desired_image=r.str("desired_image", None, max_len=330),
                    current_image=r.str("current_image", None, max_len=330),
                    error=r.str("error", None, max_len=2048), restart_count=r.int("restart_count", 0),
-                   health=health, generation=r.int("generation", None))
+                   health=health, generation=r.int("generation", None), locked=r.sub("locked", LockHeld.read, None))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase.value, "desired_image": self.desired_image,
-                "current_image": self.current_image, "error": self.error,
-                "restart_count": self.restart_count, "health": self.health, "generation": self.generation}
+        out = {"name": self.name, "phase": self.phase.value, "desired_image": self.desired_image,
+               "current_image": self.current_image, "error": self.error,
+               "restart_count": self.restart_count, "health": self.health, "generation": self.generation}
+        if self.locked is not None:
+            out["locked"] = self.locked.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -390,5 +442,5 @@ class Status:
 
 
 __all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Endorsement", "Health", "HealthPolicy", "Limits",
-           "Phase",
+           "LockHeld", "Phase", "UpdateLockPolicy",
            "PortMapping", "ReportedState", "RestartPolicy", "Signature", "Status"]

@@ -148,7 +148,8 @@ def test_spec_hash_changes_with_the_spec_and_only_then() -> None:
 
 # --- the compatibility rule, on golden documents both sides decode --------------------------------
 
-@pytest.mark.parametrize("name", ["desired-1.0", "desired-1.1-signed", "reported-1.0", "health-1.0", "status-1.0"])
+@pytest.mark.parametrize("name", ["desired-1.0", "desired-1.1-signed", "desired-1.2-signed-lock", "reported-1.0",
+                                  "health-1.0", "status-1.0"])
 def test_golden_documents_decode_and_round_trip(name: str) -> None:
     raw = (GOLDEN / f"{name}.json").read_bytes()
     message = protocol.decode(raw)
@@ -180,6 +181,29 @@ def test_golden_desired_reads_as_expected() -> None:
     assert sensor.ports[0].host_ip == "127.0.0.1" and sensor.limits.cpus == 0.5
     relay = desired.app("relay")
     assert relay is not None and relay.max_bytes is None and relay.restart is protocol.RestartPolicy.UNLESS_STOPPED
+
+
+def test_golden_update_lock_reads_as_expected() -> None:
+    desired = protocol.decode((GOLDEN / "desired-1.2-signed-lock.json").read_bytes())
+    assert isinstance(desired, protocol.DesiredState)
+    sensor, relay = desired.app("sensor"), desired.app("relay")
+    assert sensor is not None and sensor.update_lock == protocol.UpdateLockPolicy(max_wait_seconds=3600.0)
+    assert relay is not None and relay.update_lock == protocol.UpdateLockPolicy(None)
+    assert desired.force == ("relay",)
+
+
+def test_the_update_lock_policy_does_not_change_the_spec_hash() -> None:
+    app = protocol.decode(json.dumps(GOOD)).apps[0]
+    locked = protocol.decode(with_change("body.apps.0.update_lock", {"max_wait_seconds": 60})).apps[0]
+    assert locked.update_lock is not None and locked.spec_hash() == app.spec_hash()
+
+
+def test_a_reported_lock_round_trips_and_is_absent_when_not_held() -> None:
+    held = protocol.AppStatus("web", protocol.Phase.PENDING, locked=protocol.LockHeld("print-job-42", 1795000000.0,
+                                                                                      1795003600.0))
+    report = protocol.ReportedState("pi-1", 3, (held, protocol.AppStatus("db", protocol.Phase.RUNNING)))
+    assert protocol.decode(protocol.encode(report)) == report
+    assert "locked" not in json.loads(protocol.encode(report))["body"]["apps"][1]
 
 
 def test_newer_minor_is_applied_with_unknown_fields_ignored_and_listed() -> None:

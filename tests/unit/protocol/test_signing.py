@@ -16,15 +16,17 @@ from protocol.signing import PublicKey, SignatureRefused, check
 from tests.conftest import GOLDEN
 
 SIGNED = GOLDEN / "desired-1.1-signed.json"
+SIGNED_1_2 = GOLDEN / "desired-1.2-signed-lock.json"  # update locks: update_lock and force are covered too
 KEY = PublicKey.parse((GOLDEN / "controller-key.pub").read_text())
 SEED = bytes(range(32))  # the golden key's private half; Ed25519 signatures are deterministic
 
 
-def test_the_controller_signs_the_golden_document_exactly_as_stored() -> None:
+@pytest.mark.parametrize("golden", [SIGNED, SIGNED_1_2], ids=["1.1", "1.2"])
+def test_the_controller_signs_the_golden_document_exactly_as_stored(golden) -> None:  # type: ignore[no-untyped-def]
     private = Ed25519PrivateKey.from_private_bytes(SEED)
     signer = Signer(private, _public(private))
     assert signer.public == KEY
-    envelope = open_envelope(SIGNED.read_bytes())
+    envelope = open_envelope(golden.read_bytes())
     assert signer.sign(envelope.message) == envelope.signature  # type: ignore[arg-type]
 
 
@@ -47,6 +49,18 @@ def test_a_change_to_anything_covered_breaks_the_signature(path: tuple, value: o
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
+    envelope = open_envelope(json.dumps(doc))
+    with pytest.raises(SignatureRefused, match="signature does not verify"):
+        check(envelope.body, envelope.signature, KEY)
+
+
+@pytest.mark.parametrize("change", ["force", "max_wait"])
+def test_a_forged_force_or_lock_policy_breaks_the_signature(change: str) -> None:
+    doc = json.loads(SIGNED_1_2.read_bytes())
+    if change == "force":
+        doc["body"]["force"] = ["relay", "sensor"]  # forcing an app the operator did not force
+    else:
+        doc["body"]["apps"][0]["update_lock"]["max_wait_seconds"] = 0
     envelope = open_envelope(json.dumps(doc))
     with pytest.raises(SignatureRefused, match="signature does not verify"):
         check(envelope.body, envelope.signature, KEY)
