@@ -1,9 +1,11 @@
 """The controller's HTTP JSON API (FastAPI) and /metrics.
 
-Every route but /healthz needs `Authorization: Bearer <token>`. Errors always have one shape,
+Every route but /healthz needs `Authorization: Bearer <token>` or the dashboard's cookie (controller/websession.py;
+the dashboard's pages are controller/dashboard.py). Errors always have one shape,
 `{"error": {"code": ..., "message": ...}}`, with a 4xx for anything the caller can fix: 400 bad input,
-401 token, 404 unknown device/release/rollout, 409 not now, 413 body too large, 422 release refused,
-and 502/503 when the registry fails us. Bodies are strict: unknown fields and wrong types are refused.
+401 token, 403 a cookie-borne change from another origin, 404 unknown device/release/rollout, 409 not now,
+413 body too large, 422 release refused, and 502/503 when the registry fails us. Bodies are strict: unknown
+fields and wrong types are refused.
 
     GET    /healthz                                  liveness (no token)
     GET    /metrics                                  Prometheus text format
@@ -28,19 +30,18 @@ and 502/503 when the registry fails us. Bodies are strict: unknown fields and wr
 
 from __future__ import annotations
 
-import hmac
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller import errors
+from controller import dashboard, errors, websession
 from controller.engine import Engine
 from controller.fleet import Fleet
 from controller.metrics import Metrics
@@ -151,11 +152,8 @@ def create_app(ctx: ApiContext) -> LimitBody:
     """The ASGI application: FastAPI behind the body-size guard."""
     app = FastAPI(title="tinyfleet controller", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def authorised(authorization: str | None = Header(default=None)) -> None:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), ctx.token.encode()):
-            raise errors.Unauthorized(f"missing or wrong API token: send 'Authorization: Bearer <token>' with "
-                                      f"the token from {ctx.token_hint}")
+    def authorised(request: Request) -> None:
+        websession.check(request, ctx.token, ctx.token_hint)  # the bearer header, or the dashboard's cookie
 
     @app.exception_handler(errors.ControllerError)
     async def controller_error(request: Request, exc: errors.ControllerError) -> JSONResponse:
@@ -285,4 +283,5 @@ def create_app(ctx: ApiContext) -> LimitBody:
         return _json(ctx.engine.abort(rollout_id, rollback=body.rollback if body else True).to_dict())
 
     app.include_router(api)
+    dashboard.mount(app, ctx.token)
     return LimitBody(app)

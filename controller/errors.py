@@ -4,6 +4,7 @@ API answers with, so a handler raises and the API edge translates; the CLI maps 
     ControllerError                                               (terminal unless said otherwise)
      +-- InvalidRequest        400  bad input: a selector, an amount, a reference, a name
      +-- Unauthorized          401  missing or wrong API token
+     +-- Forbidden             403  a browser's state change from another origin (CSRF)
      +-- NotFound              404  no such device, release or rollout
      +-- Conflict              409  valid, but not now (a rollout of that app is already active,
      |                              a finished rollout cannot be paused)
@@ -37,6 +38,11 @@ class InvalidRequest(ControllerError, ValueError):
 class Unauthorized(ControllerError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(ControllerError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ControllerError):
