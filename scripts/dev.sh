@@ -25,6 +25,7 @@ APT_PACKAGES=(
   iproute2 procps ca-certificates
   python3 python3-venv python3-pip
   sudo                               # serial provisioning tests: a Raspberry-Pi-OS-like sudoer on the test board
+  chromium chromium-driver           # the dashboard's browser test (headless, driven by selenium)
 )
 # only for `e2e-boot`: the Pi-like image (debootstrap, ext4 from a directory) and booting it
 BOOT_PACKAGES=(qemu-system-arm debootstrap e2fsprogs openssh-client socat mtools dosfstools fdisk xz-utils
@@ -37,7 +38,7 @@ CHECKS=(mosquitto:mosquitto mosquitto_pub:mosquitto-clients dockerd:docker.io do
         qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
         arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf arm-linux-gnueabi-gcc:gcc-arm-linux-gnueabi
         mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk socat:socat xz:xz-utils zip:zip unzip:unzip ip:iproute2
-        gcc:gcc sudo:sudo)
+        gcc:gcc sudo:sudo chromium:chromium chromedriver:chromium-driver)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
