@@ -43,12 +43,12 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "device_id": str, "broker": str, "mqtt_username": str, "mqtt_password": str, "ca_file": str,
     "docker_host": str, "platform": str, "state_dir": str, "max_image_bytes": int, "heartbeat_seconds": (int, float),
     "settle_seconds": (int, float), "deadline_seconds": (int, float), "min_free_bytes": int, "log_level": str,
-    "registries": dict, "controller_key": str, "insecure_accept_unsigned": bool,
+    "registries": dict, "controller_key": str, "insecure_accept_unsigned": bool, "lock_lifetime_seconds": (int, float),
 }
 _DEFAULTS: dict[str, Any] = {
     "docker_host": "unix:///var/run/docker.sock", "state_dir": "/var/lib/tinyfleet", "max_image_bytes": 100 * 2**20,
     "heartbeat_seconds": 30, "settle_seconds": 10, "deadline_seconds": 120, "min_free_bytes": 64 * 2**20,
-    "log_level": "info", "registries": {},
+    "log_level": "info", "registries": {}, "lock_lifetime_seconds": 3600,
 }
 
 
@@ -77,6 +77,7 @@ class AgentConfig:
     registries: dict[str, Registry] = field(default_factory=dict, repr=False)
     controller_key: PublicKey | None = None
     insecure_accept_unsigned: bool = False
+    lock_lifetime_seconds: float = 3600.0  # an app's update lock without an expiry, counted from its mtime
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
@@ -152,6 +153,8 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
                           "without one, accepting desired states from any broker client")
     if values["heartbeat_seconds"] <= 0 or values["deadline_seconds"] < values["settle_seconds"]:
         raise ConfigError("heartbeat_seconds must be positive and deadline_seconds at least settle_seconds")
+    if values["lock_lifetime_seconds"] <= 0:
+        raise ConfigError("lock_lifetime_seconds must be positive (a lock left by a dead process must expire)")
     return AgentConfig(
         device_id=device_id, broker=values["broker"], mqtt_username=values.get("mqtt_username"),
         mqtt_password=values.get("mqtt_password"), ca_file=values.get("ca_file"), docker_host=values["docker_host"],
@@ -160,4 +163,4 @@ def load(path: Path | None = None, flags: dict[str, Any] | None = None,
         settle_seconds=float(values["settle_seconds"]), deadline_seconds=float(values["deadline_seconds"]),
         min_free_bytes=int(values["min_free_bytes"]), log_level=values["log_level"],
         registries=_registries(values.get("registries") or {}), controller_key=key,
-        insecure_accept_unsigned=insecure)
+        insecure_accept_unsigned=insecure, lock_lifetime_seconds=float(values["lock_lifetime_seconds"]))

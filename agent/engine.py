@@ -175,10 +175,12 @@ class DockerEngine:
 
     # -- containers -----------------------------------------------------------------------------
 
-    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str]) -> str:
+    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str],
+               binds: dict[str, str] | None = None) -> str:
         restart = {"Name": spec.restart.value} if spec.restart != RestartPolicy.NO else None
         host_config = self.api.create_host_config(
             restart_policy=restart,
+            binds={host: {"bind": inside, "mode": "rw"} for host, inside in (binds or {}).items()} or None,
             port_bindings={f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) for p in spec.ports} or None,
             mem_limit=spec.limits.memory_bytes, nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             # SD cards wear out and fill up: keep container logs small.

@@ -12,7 +12,8 @@ import structlog
 
 from agent import model
 from agent import steps as s
-from agent.model import Failure, Observed, Resolved
+from agent.locks import MOUNT_POINT, LockDirs
+from agent.model import Failure, Held, Observed, Resolved
 from agent.state import StateStore
 from oci.platform import Platform
 from protocol import AppSpec, Phase
@@ -25,7 +26,8 @@ class Engine(Protocol):
 
     def observe(self, device_id: str) -> Observed: ...
     def pull(self, pull_ref: str, platform: Platform) -> None: ...
-    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str]) -> str: ...
+    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str],
+               binds: dict[str, str] | None = None) -> str: ...
     def start(self, container_id: str) -> None: ...
     def stop(self, container_id: str) -> None: ...
     def restart(self, container_id: str) -> None: ...
@@ -42,8 +44,9 @@ class Verifier(Protocol):
 
 class Executor:
     def __init__(self, engine: Engine, verifier: Verifier, store: StateStore, device_id: str, platform: Platform,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, locks: LockDirs | None = None) -> None:
         self.engine = engine
+        self.locks = locks
         self.verifier = verifier
         self.store = store
         self.device_id = device_id
@@ -54,6 +57,7 @@ class Executor:
             s.Stop: self.do_stop, s.Restart: self.do_restart, s.Remove: self.do_remove,
             s.RecordFailure: self.do_record_failure, s.Promote: self.do_promote,
             s.ClearFailure: self.do_clear_failure, s.Forget: self.do_forget, s.RemoveImage: self.do_remove_image,
+            s.HoldForLock: self.do_hold_for_lock,
         }
 
     def run(self, step: s.Step) -> None:
@@ -79,7 +83,9 @@ class Executor:
             model.LABEL_IMAGE: step.spec.image, model.LABEL_PULL_REF: step.pull_ref,
             model.LABEL_CREATED: f"{self.clock():.3f}",
         }
-        self.engine.create(step.name, step.spec, step.pull_ref, labels)
+        # The app's update-lock directory (agent.locks), so it can say "not now" to the next update.
+        binds = {str(self.locks.dir_for(step.app)): MOUNT_POINT} if self.locks else None
+        self.engine.create(step.name, step.spec, step.pull_ref, labels, binds)
 
     def do_start(self, step: s.Start) -> None:
         self.engine.start(step.container_id)
@@ -104,6 +110,11 @@ class Executor:
 
     def do_promote(self, step: s.Promote) -> None:
         self.store.update(lambda st: st.with_app(step.app, promoted=step.spec_hash))
+
+    def do_hold_for_lock(self, step: s.HoldForLock) -> None:
+        held = Held(step.spec_hash, self.clock())
+        log.info("update held by the app's lock", app=step.app)
+        self.store.update(lambda st: st.with_app(step.app, held=held))
 
     def do_clear_failure(self, step: s.ClearFailure) -> None:
         self.store.update(lambda st: st.with_app(step.app, failure=None))

@@ -76,12 +76,31 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class UpdateLock:
+    """An app's update lock as found on the host (agent.locks): who holds it, since and until when."""
+
+    holder: str
+    since: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class Held:
+    """An update of `spec_hash` held back by the app's lock since `since` (the release's max wait counts
+    from here, not from when the app took the lock)."""
+
+    spec_hash: str
+    since: float
+
+
+@dataclass(frozen=True)
 class AppMemory:
     resolved: Resolved | None = None
     failure: Failure | None = None
     promoted: str | None = None  # spec hash of the container judged good (monitored, not judged again)
     last_restart_at: float | None = None  # when the agent last restarted an unhealthy container
     agent_restarts: int = 0
+    held: Held | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,7 @@ class Facts:
     default_health: HealthPolicy = field(default_factory=HealthPolicy)
     memory: Mapping[str, AppMemory] = field(default_factory=dict)
     pulled: frozenset[str] = frozenset()  # images this agent pulled (only these are ever pruned)
+    locks: Mapping[str, UpdateLock] = field(default_factory=dict)  # update locks held now, by app
 
     def remembered(self, app: str) -> AppMemory:
         return self.memory.get(app) or AppMemory()

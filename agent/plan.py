@@ -9,6 +9,11 @@ Update of one app from old spec to new spec (the candidate):
                                                              old keeps running (or is started again)
 The old container keeps running beside the candidate (hand-over) unless the app publishes host ports,
 which two containers cannot share: then the old one is stopped just before the candidate starts.
+
+Update locks (agent.locks): while the running app holds its lock, an update is verified and pulled but
+the candidate is not created; the app is reported pending and `locked` (holder, since, until when). The
+update goes ahead when the lock is released or expires, when the release's `update_lock.max_wait_seconds`
+have passed since the lock first held this spec back, or when the desired state forces the app.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from dataclasses import dataclass
 
 from agent import steps as s
 from agent.model import ContainerView, Facts, Observed
-from protocol import AppSpec, AppStatus, DesiredState, HealthPolicy, Phase, RestartPolicy
+from protocol import AppSpec, AppStatus, DesiredState, HealthPolicy, LockHeld, Phase, RestartPolicy
 
 POLL_S = 1.0  # how often to look at a candidate whose health is still settling
+LOCK_POLL_S = 5.0  # how often to look whether an update lock was released (one stat, but a look at the engine)
 SPACE_FACTOR = 3  # room needed for a pull: compressed download + extracted layers, with margin
 
 
@@ -74,12 +80,34 @@ def _verdict(c: ContainerView, policy: HealthPolicy, now: float) -> tuple[str, s
 
 
 def _status(spec: AppSpec, phase: Phase, active: ContainerView | None, *, error: str | None = None,
-            health: str | None = None, extra_restarts: int = 0) -> AppStatus:
+            health: str | None = None, extra_restarts: int = 0, locked: LockHeld | None = None) -> AppStatus:
     return AppStatus(name=spec.name, phase=phase, desired_image=spec.image,
                      current_image=active.image if active else None, error=error,
                      restart_count=(active.restart_count if active else 0) + extra_restarts,
                      health=health or (active.health if active else "none"),
-                     generation=active.generation if active else None)
+                     generation=active.generation if active else None, locked=locked)
+
+
+def _hold_for_lock(spec: AppSpec, old: ContainerView | None, facts: Facts,
+                   forced: bool) -> tuple[list[s.Step], AppStatus, float] | None:
+    """Steps, status and wake time while the running app's update lock holds this spec back; None: go ahead."""
+    lock = facts.locks.get(spec.name)
+    if lock is None or forced or old is None or not old.running:
+        return None
+    spec_hash = spec.spec_hash()
+    held = facts.remembered(spec.name).held
+    out: list[s.Step] = []
+    if held is None or held.spec_hash != spec_hash:
+        out.append(s.HoldForLock(spec.name, spec_hash))
+        since = facts.now
+    else:
+        since = held.since
+    max_wait = spec.update_lock.max_wait_seconds if spec.update_lock else None
+    until = lock.expires if max_wait is None else min(lock.expires, since + max_wait)
+    if facts.now >= until:
+        return None
+    locked = LockHeld(lock.holder, lock.since, until)
+    return out, _status(spec, Phase.PENDING, old, locked=locked), min(until, facts.now + LOCK_POLL_S)
 
 
 def _keep_one_running(app: str, containers: list[ContainerView]) -> tuple[list[s.Step], ContainerView | None]:
@@ -94,7 +122,7 @@ def _keep_one_running(app: str, containers: list[ContainerView]) -> tuple[list[s
 
 
 def _plan_app(spec: AppSpec, generation: int, observed: Observed, facts: Facts,
-              prunable: bool) -> tuple[list[s.Step], AppStatus, float | None]:
+              prunable: bool, forced: bool = False) -> tuple[list[s.Step], AppStatus, float | None]:
     memory = facts.remembered(spec.name)
     spec_hash = spec.spec_hash()
     mine = observed.for_app(spec.name)
@@ -135,6 +163,9 @@ def _plan_app(spec: AppSpec, generation: int, observed: Observed, facts: Facts,
             return out, _status(spec, Phase.FAILED, old, error=reason), None
         out.append(s.Pull(spec.name, spec.image, resolved.pull_ref, resolved.platform))
         return out, _status(spec, Phase.PULLING, old), None
+    holding = _hold_for_lock(spec, old, facts, forced)
+    if holding is not None:
+        return out + holding[0], holding[1], holding[2]
     out.append(s.Create(spec.name, spec, generation, resolved.pull_ref,
                         container_name(facts.device_id, spec.name, spec_hash)))
     return out, _status(spec, Phase.STARTING, old), None
@@ -225,7 +256,8 @@ def plan(desired: DesiredState | None, observed: Observed, facts: Facts) -> Plan
     statuses: list[AppStatus] = []
     wakes: list[float] = []
     for app in desired.apps:
-        app_steps, status, wake_at = _plan_app(app, desired.generation, observed, facts, bool(prunable))
+        app_steps, status, wake_at = _plan_app(app, desired.generation, observed, facts, bool(prunable),
+                                               app.name in desired.force)
         steps += app_steps
         statuses.append(status)
         if wake_at is not None:

@@ -16,6 +16,7 @@ import structlog
 from agent import __version__
 from agent.errors import Terminal, Transient
 from agent.executor import Engine, Executor, Verifier, failure_for
+from agent.locks import DEFAULT_LIFETIME_S, LockDirs
 from agent.model import Facts, Observed
 from agent.plan import Plan, plan
 from agent.state import AgentState, StateStore
@@ -33,6 +34,7 @@ class Settings:
     unhealthy_grace_s: float = 30.0
     default_health: HealthPolicy = HealthPolicy()
     max_passes: int = 50
+    lock_lifetime_s: float = DEFAULT_LIFETIME_S  # an update lock without an expiry lasts this long after its mtime
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Reconciler:
         self.platform = platform
         self.settings = settings
         self.clock = clock
-        self.executor = Executor(engine, verifier, store, device_id, platform, clock)
+        self.locks = LockDirs(store.path.parent / "locks", settings.lock_lifetime_s)
+        self.executor = Executor(engine, verifier, store, device_id, platform, clock, self.locks)
         self.last: Outcome = Outcome(None)
         self._disk_free: int | None = None
 
@@ -63,7 +66,8 @@ class Reconciler:
                      default_budget=self.settings.default_budget, disk_free=self._disk_free,
                      min_free_bytes=self.settings.min_free_bytes, unhealthy_grace_s=self.settings.unhealthy_grace_s,
                      default_health=self.settings.default_health,
-                     memory=state.memory, pulled=state.pulled)
+                     memory=state.memory, pulled=state.pulled,
+                     locks=self.locks.read([a.name for a in state.desired.apps], now) if state.desired else {})
 
     def reconcile(self) -> Outcome:
         with self.store.batch():  # one state write per reconcile, plus the ones steps ask for

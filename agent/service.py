@@ -68,7 +68,8 @@ class Agent:
         self.engine = engine
         self.store = StateStore(config.state_dir)
         settings = Settings(default_budget=config.max_image_bytes, min_free_bytes=config.min_free_bytes,
-                            default_health=HealthPolicy(config.settle_seconds, config.deadline_seconds))
+                            default_health=HealthPolicy(config.settle_seconds, config.deadline_seconds),
+                            lock_lifetime_s=config.lock_lifetime_seconds)
         self.reconciler = Reconciler(engine, verifier, self.store, device_id, platform, settings)
         self.probe = HealthProbe(device_id, config.state_dir)
         self.notifier = Notifier()

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 import protocol
-from agent.model import AppMemory, Failure, Resolved
+from agent.model import AppMemory, Failure, Held, Resolved
 from protocol import DesiredState, Phase
 from protocol.codec import SCHEMA_VERSION
 from protocol.signing import PublicKey
@@ -58,7 +58,8 @@ def _to_json(state: AgentState) -> dict[str, Any]:
     def memory(m: AppMemory) -> dict[str, Any]:
         return {"resolved": vars(m.resolved) if m.resolved else None,
                 "failure": {**vars(m.failure), "phase": m.failure.phase.value} if m.failure else None,
-                "promoted": m.promoted, "last_restart_at": m.last_restart_at, "agent_restarts": m.agent_restarts}
+                "promoted": m.promoted, "last_restart_at": m.last_restart_at, "agent_restarts": m.agent_restarts,
+                "held": vars(m.held) if m.held else None}
 
     return {"format": FORMAT, "accepted_generation": state.accepted_generation,
             "desired": {"v": SCHEMA_VERSION, "kind": "desired", "body": state.desired.to_dict(), "sig": None}
@@ -78,7 +79,7 @@ def _from_json(doc: dict[str, Any]) -> AgentState:
             resolved=Resolved(**m["resolved"]) if m.get("resolved") else None,
             failure=Failure(**{**failure, "phase": Phase(failure["phase"])}) if failure else None,
             promoted=m.get("promoted"), last_restart_at=m.get("last_restart_at"),
-            agent_restarts=int(m.get("agent_restarts", 0)))
+            agent_restarts=int(m.get("agent_restarts", 0)), held=Held(**m["held"]) if m.get("held") else None)
     desired = doc.get("desired")
     rejection = doc.get("rejection")
     return AgentState(

@@ -75,6 +75,13 @@ class Promote:
 
 
 @dataclass(frozen=True)
+class HoldForLock:
+    """Remember when the app's update lock first held back this spec (the release's max wait runs from then)."""
+    app: str
+    spec_hash: str
+
+
+@dataclass(frozen=True)
 class ClearFailure:
     app: str
 
@@ -100,8 +107,8 @@ def judges_the_spec(step: object) -> bool:
 # Steps that change only what the agent remembers: after them the next plan can stand on the same look
 # at the engine (each look is several API calls, slow on a Pi Zero).
 def leaves_the_engine_alone(step: object) -> bool:
-    return isinstance(step, Verify | RecordFailure | Promote | ClearFailure | Forget)
+    return isinstance(step, Verify | RecordFailure | Promote | ClearFailure | Forget | HoldForLock)
 
 
 Step = (Verify | Pull | Create | Start | Stop | Restart | Remove | RecordFailure | Promote | ClearFailure | Forget
-        | RemoveImage)
+        | RemoveImage | HoldForLock)

@@ -163,7 +163,8 @@ class FakeEngine:
         self.pulls.append(pull_ref)
         self.images[pull_ref] = fake
 
-    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str]) -> str:
+    def create(self, name: str, spec: AppSpec, pull_ref: str, labels: dict[str, str],
+               binds: dict[str, str] | None = None) -> str:
         self._check()
         for c in self.containers.values():
             if c.name == name:

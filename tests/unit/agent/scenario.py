@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.model import AppMemory, ContainerView, Facts, Failure, Observed, Resolved
+from agent.model import AppMemory, ContainerView, Facts, Failure, Observed, Resolved, UpdateLock
 from oci.platform import Platform
 from protocol import AppSpec, DesiredState, HealthPolicy, Phase, PortMapping
 
@@ -25,8 +25,8 @@ def spec(name: str = "web", tag: str = "a", *, ports: bool = False, settle: floa
                    health=HealthPolicy(settle_seconds=settle, deadline_seconds=deadline))
 
 
-def desired(*apps: AppSpec, generation: int = 2) -> DesiredState:
-    return DesiredState("pi-1", generation, tuple(apps))
+def desired(*apps: AppSpec, generation: int = 2, force: tuple[str, ...] = ()) -> DesiredState:
+    return DesiredState("pi-1", generation, tuple(apps), force=force)
 
 
 def container(app: AppSpec, *, state: str = "running", health: str = "healthy", age: float = 600,
@@ -50,9 +50,14 @@ def failure(app: AppSpec, phase: Phase = Phase.ROLLED_BACK) -> Failure:
 
 
 def facts(memory: dict[str, AppMemory] | None = None, *, pulled: frozenset[str] = frozenset(),
-          disk_free: int | None = 10**10, budget: int | None = None) -> Facts:
+          disk_free: int | None = 10**10, budget: int | None = None,
+          locks: dict[str, UpdateLock] | None = None) -> Facts:
     return Facts(device_id="pi-1", platform=BOARD, now=NOW, default_budget=budget, disk_free=disk_free,
-                 min_free_bytes=64 * 2**20, memory=memory or {}, pulled=pulled)
+                 min_free_bytes=64 * 2**20, memory=memory or {}, pulled=pulled, locks=locks or {})
+
+
+def lock(holder: str = "print-job-42", *, age: float = 60, expires_in: float = 3600) -> UpdateLock:
+    return UpdateLock(holder, NOW - age, NOW + expires_in)
 
 
 def observed(*containers: ContainerView, images: tuple[str, ...] = ()) -> Observed:

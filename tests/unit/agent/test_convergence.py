@@ -263,11 +263,11 @@ def test_an_image_pruned_by_another_agent_before_create_is_pulled_again(tmp_path
     real_create = board.engine.create
     lost: list[str] = []
 
-    def create_after_a_neighbour_pruned(name, spec, pull_ref, labels):  # type: ignore[no-untyped-def]
+    def create_after_a_neighbour_pruned(name, spec, pull_ref, labels, binds=None):  # type: ignore[no-untyped-def]
         if not lost:
             lost.append(pull_ref)
             del board.engine.images[pull_ref]  # a neighbour on the shared engine pruned it just now
-        return real_create(name, spec, pull_ref, labels)
+        return real_create(name, spec, pull_ref, labels, binds)
 
     board.engine.create = create_after_a_neighbour_pruned  # type: ignore[method-assign]
     outcome = board.reconciler.reconcile()
