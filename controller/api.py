@@ -17,6 +17,7 @@ fields and wrong types are refused.
     DELETE /v1/devices/{id}/groups/{name}
     PUT    /v1/devices/{id}/pins/{app}    {"release": id|version|null}   app "*" holds the whole device
     DELETE /v1/devices/{id}/pins/{app}
+    POST   /v1/devices/{id}/update        {"force": true, "apps"?: [APP...]}   update now, whatever the apps' locks say
     GET    /v1/groups
     GET    /v1/releases[?app=APP]
     POST   /v1/releases                   {"app", "image", "max_bytes"?, "env"?, "health"?}
@@ -91,6 +92,11 @@ class RolloutBody(_Body):
     max_failures: int | str = 0
     health_timeout: float = 300.0
     offline_deadline: float = 3600.0
+
+
+class UpdateBody(_Body):
+    force: bool
+    apps: list[str] = Field(default_factory=list)  # empty: every app of the device
 
 
 class AbortBody(_Body):
@@ -233,6 +239,12 @@ def create_app(ctx: ApiContext) -> LimitBody:
     @api.delete("/v1/devices/{device_id}/pins/{app_name}")
     def unpin(device_id: str, app_name: str) -> JSONResponse:
         return _json(ctx.fleet.summary(ctx.fleet.unpin(device_id, app_name)))
+
+    @api.post("/v1/devices/{device_id}/update")
+    def update(device_id: str, body: UpdateBody) -> JSONResponse:
+        if not body.force:
+            raise errors.InvalidRequest("a device updates by itself; only {\"force\": true} is asked for here")
+        return _json(ctx.engine.force_update(device_id, body.apps))
 
     @api.get("/v1/groups")
     def groups() -> JSONResponse:

@@ -85,6 +85,9 @@ class ApiClient:
     def unpin(self, device_id: str, app: str) -> dict[str, Any]:
         return self.call("DELETE", f"/v1/devices/{_seg(device_id)}/pins/{_seg(app)}")
 
+    def force_update(self, device_id: str, apps: list[str] | None = None) -> dict[str, Any]:
+        return self.call("POST", f"/v1/devices/{_seg(device_id)}/update", {"force": True, "apps": apps or []})
+
     def groups(self) -> list[dict[str, Any]]:
         return self.call("GET", "/v1/groups")["groups"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -104,6 +104,15 @@ class Engine:
         self.publisher.send(outbox)
         self.wake.set()
         return self.get(rollout_id)
+
+    def force_update(self, device_id: str, apps: Sequence[str] = ()) -> dict[str, Any]:
+        """Update the device's apps now, whatever their update locks say (a signed desired state with a force
+        marker, at a new generation)."""
+        for app in apps:
+            check_app(app)
+        self.fleet.get(device_id)  # unknown device: NotFound
+        generation, forced = self.publisher.force(device_id, apps)
+        return {"device": device_id, "generation": generation, "forced": list(forced)}
 
     def summaries(self, app: str | None = None, limit: int = 20) -> list[tuple[Rollout, Tally]]:
         """The newest rollouts, without their targets (counted instead)."""

@@ -19,6 +19,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -54,9 +55,12 @@ class Publisher:
         self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def materialise_many(self, device_ids: Sequence[str]) -> list[tuple[str, int, bytes]]:
+    def materialise_many(self, device_ids: Sequence[str],
+                         force: Sequence[str] | None = None) -> list[tuple[str, int, bytes]]:
         """Build and store the next document of each device: (device id, generation, document), ready to
-        send. Call inside the caller's transaction and send the result after it commits."""
+        send. Call inside the caller's transaction and send the result after it commits. `force` names the
+        apps to update whatever their update lock says (empty: all of the device's apps); it goes with this
+        generation only - the next document the device gets lets its locks hold again."""
         if not device_ids:
             return []
         now = self.clock()
@@ -67,9 +71,20 @@ class Publisher:
                 stored, reported, releases = inputs[device_id]
                 generation = next_generation(stored, reported)
                 desired = document(device_id, generation, releases, now)
+                if force is not None:
+                    desired = replace(desired, force=tuple(sorted(set(force) or {a.name for a in desired.apps})))
                 documents.append((device_id, generation, encode(desired, self.signer.sign(desired))))
             self.store.save_desired_many(documents)
         return documents
+
+    def force(self, device_id: str, apps: Sequence[str] = ()) -> tuple[int, tuple[str, ...]]:
+        """`tinyfleet device update --force`: the device's desired state again, at a new generation, with a
+        force marker for `apps` (all when empty). Returns the generation and the apps forced."""
+        (item,) = self.materialise_many([device_id], force=apps)
+        self.send([item])
+        forced = decode(item[2], DesiredState).force  # type: ignore[union-attr]
+        log.info("desired state republished with force", device=device_id, generation=item[1], apps=list(forced))
+        return item[1], forced
 
     def send(self, items: Iterable[tuple[str, int, bytes]]) -> int:
         sent = 0

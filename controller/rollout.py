@@ -14,7 +14,10 @@ A target converges when the device reports (at a generation that carries the rel
 the release's exact image, healthy or without a health check. It fails when it reports the release's
 image as failed or rolled back, rejects the document, or stays online without converging for
 `health_timeout` seconds. An offline device is pending, not failed, until `offline_deadline` seconds
-after its desired state was published; it does not hold up the next batch.
+after its desired state was published; it does not hold up the next batch. A device whose app holds its
+update lock (it reports the release downloaded and `locked`) is pending too, not failed: its clocks start
+again while it is locked, its reason says who holds the lock since when, and it does not hold up the
+next batch; the rollout completes only once it has settled.
 
 The next batch starts when no target of the started batches is still in flight on an online device.
 Devices matching the selector that appear while the rollout is open join it as pending targets.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -37,6 +41,7 @@ from oci.platform import Platform
 from protocol.messages import AppStatus, Phase
 
 HEALTHY = ("healthy", "none")
+LOCKED = "locked by "  # the reason of an updating target whose device holds the update for an app's lock
 
 
 class RolloutState(StrEnum):
@@ -97,7 +102,8 @@ class Target:
     previous_release_id: int | None = None  # what the device was assigned before: the rollback target
     previous_image: str | None = None
     batch: int | None = None
-    started_at: float | None = None  # when its desired state moved to the release (None: never published)
+    started_at: float | None = None  # when its desired state moved to the release, or last seen locked
+    # (None: never published); its timeouts count from here
     generation: int | None = None  # the desired generation that carried the change (set by the engine)
     settled_at: float | None = None
     reason: str | None = None
@@ -177,7 +183,7 @@ class Rollout:
             "failures": tally.failures, "health_timeout": self.health_timeout,
             "offline_deadline": self.offline_deadline, "state": self.state.value, "reason": self.reason,
             "created_at": self.created_at, "finished_at": self.finished_at, "batches_started": self.batches_started,
-            "total": total, "counts": counts,
+            "total": total, "counts": counts, "locked": sum(locked(t) for t in self.targets),
             "open": self.state in OPEN or counts[TargetState.REVERTING.value] > 0}
         if targets:
             out["targets"] = [{"device": t.device_id, "state": t.state.value, "batch": t.batch,
@@ -270,11 +276,20 @@ def _evaluate(r: Rollout, t: Target, view: DeviceView | None, now: float) -> Tar
         if now - started > r.offline_deadline:
             return _failed(t, now, f"offline for more than the offline deadline of {r.offline_deadline:g}s")
         return t
+    if reached and app is not None and app.desired_image == r.image and app.locked is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(app.locked.since))
+        return replace(t, started_at=now, reason=f"{LOCKED}{app.locked.holder} since {since}")
+    if locked(t):
+        t = replace(t, reason=None)  # the lock went: judged from when it was last seen
     since = max(started, view.online_since or started)
     if now - since > r.health_timeout:
         where = f"phase {app.phase.value}, health {app.health}" if app is not None else "no report for the app"
         return _failed(t, now, f"not running and healthy within {r.health_timeout:g}s ({where})")
     return t
+
+
+def locked(t: Target) -> bool:
+    return t.state == TargetState.UPDATING and (t.reason or "").startswith(LOCKED)
 
 
 def _failed(t: Target, now: float, why: str) -> Target:
@@ -301,7 +316,7 @@ def next(rollout: Rollout, devices: Mapping[str, DeviceView], now: float) -> Dec
         return replace(decision, events=(*events, *decision.events))
     if r.state == RolloutState.PAUSED:
         return Decision(r, events=tuple(events))
-    in_flight = [t for t in r.targets if t.state == TargetState.UPDATING
+    in_flight = [t for t in r.targets if t.state == TargetState.UPDATING and not locked(t)
                  and (view := devices.get(t.device_id)) is not None and view.online]
     pending = [t for t in r.targets if t.state == TargetState.PENDING]
     if not in_flight and pending:

@@ -1,4 +1,4 @@
-"""`tinyfleet devices [--watch]` and `tinyfleet device show | tag | untag | join | leave | pin | unpin`."""
+"""`tinyfleet devices [--watch]` and `tinyfleet device show | tag | untag | join | leave | pin | unpin | update`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "(APP '*' holds the whole device)", do_pin, ("app", "APP", None, "app name, or '*'"),
             ("release", "RELEASE", "?", "release id or version"))
     command("unpin", "let rollouts and groups move the app again", do_unpin, ("app", "APP", None, "app name, or '*'"))
+    command("update", "update now what an app's update lock holds back (with --force)", do_update)
+    cmds.choices["update"].add_argument("--force", action="store_true", required=True,
+                                        help="go ahead whatever the apps' update locks say")
+    cmds.choices["update"].add_argument("--app", action="append", default=[], metavar="APP",
+                                        help="only this app (repeatable; default: every app of the device)")
 
 
 @api_command
@@ -103,6 +108,13 @@ def do_leave(args: argparse.Namespace, api: ApiClient) -> int:
 @api_command
 def do_pin(args: argparse.Namespace, api: ApiClient) -> int:
     return _show(args, api.pin(args.device, args.app, args.release))
+
+
+@api_command
+def do_update(args: argparse.Namespace, api: ApiClient) -> int:
+    done = api.force_update(args.device, args.app)
+    return emit(args, done, lambda d: f"{d['device']}: desired state {d['generation']} forces "
+                                      f"{', '.join(d['forced']) or 'no app'} past their update locks")
 
 
 @api_command

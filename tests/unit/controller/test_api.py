@@ -77,6 +77,10 @@ def test_every_route_but_healthz_needs_the_token(api: TestClient, headers: dict[
     ("PUT", "/v1/devices/pi-1/pins/hello", {"release": 1.5}, 400, "release"),
     ("PUT", "/v1/devices/pi-1/pins/Bad!", {"release": None}, 400, "app name"),
     ("DELETE", "/v1/devices/pi-1/pins/hello", None, 404, "has no pin"),
+    ("POST", "/v1/devices/pi-1/update", {"force": False}, 400, "force"),
+    ("POST", "/v1/devices/pi-1/update", {}, 400, "force"),
+    ("POST", "/v1/devices/pi-1/update", {"force": True, "apps": ["Bad!"]}, 400, "app name"),
+    ("POST", "/v1/devices/nope/update", {"force": True}, 404, "nope"),
     ("GET", "/v1/releases/abc", None, 400, "path release_id"),
     ("GET", "/v1/releases/999", None, 404, "no release 999"),
     ("GET", "/v1/releases?app=BAD", None, 400, "app name"),
@@ -169,6 +173,12 @@ def test_devices_tags_groups_and_pins(api: TestClient, world: World) -> None:
     assert api.delete("/v1/devices/pi-1/pins/hello").json()["pins"] == {}
     assert api.delete("/v1/devices/pi-1/tags/site").json()["tags"] == {}
     assert api.delete("/v1/devices/pi-2/groups/kitchen").json()["groups"] == []
+
+
+def test_a_forced_update_republishes_the_device(api: TestClient, world: World) -> None:
+    api.put("/v1/devices/pi-1/pins/hello", json={"release": "1.0"})
+    done = api.post("/v1/devices/pi-1/update", json={"force": True}).json()
+    assert done["device"] == "pi-1" and done["forced"] == ["hello"] and done["generation"] >= 1
 
 
 def test_releases_and_rollouts_are_listed(api: TestClient) -> None:

@@ -130,3 +130,19 @@ def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new
         assert check(envelope.body, envelope.signature, new.public) == new.public  # new boards accept
     stored = {d: p for d, _, p in store.desired_payloads()}
     assert sorted(stored.values()) == sorted(p for _, p in broker.sent), "kept signed: done once, not per reconnect"
+
+
+def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(tmp_path: Path) -> None:
+    store, broker, pub = published(tmp_path)
+    broker.sent.clear()
+    generation, forced = pub.force("a")
+    (topic, payload), = broker.sent
+    envelope = open_envelope(payload)
+    assert topic == topics.desired("a") and envelope.message.force == forced == ("hello",)  # type: ignore[union-attr]
+    assert envelope.message.generation == generation == 2  # type: ignore[union-attr]
+    assert check(envelope.body, envelope.signature, SIGNER.public) == SIGNER.public
+    assert pub.flush() == 0  # stored as sent: not materialised again without the marker
+    r2 = store.add_release(release(2))
+    store.assign("a", "hello", r2.id, None, 2)
+    pub.flush()
+    assert decode(broker.sent[-1][1]).force == ()  # type: ignore[union-attr]  # the next document lets locks hold

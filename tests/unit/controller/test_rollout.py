@@ -10,7 +10,7 @@ import pytest
 from controller import rollout as machine
 from controller.errors import InvalidRequest
 from controller.rollout import Amount, Assign, DeviceView, Rollout, RolloutState, Target, TargetState
-from protocol.messages import AppStatus, Phase
+from protocol.messages import AppStatus, LockHeld, Phase
 
 NEW = "reg.example/acme/hello@sha256:" + "b" * 64
 OLD = "reg.example/acme/hello@sha256:" + "a" * 64
@@ -26,6 +26,12 @@ def view(device_id: str, *, online: bool = True, gen: int = 1, phase: Phase | No
     return DeviceView(device_id, online=online, online_since=since, platform=platform, pinned=pinned, generation=gen,
                       rejected_generation=rejected, error="too old" if rejected else None, app=app, assigned=1,
                       assigned_image=OLD)
+
+
+def locked_new(device_id: str, gen: int = 2, **kw: object) -> DeviceView:
+    """The release downloaded, held back by the app's update lock: the old version runs."""
+    v = view(device_id, gen=gen, phase=Phase.PENDING, desired=NEW, **kw)  # type: ignore[arg-type]
+    return replace(v, app=replace(v.app, locked=LockHeld("print-job-42", 0.0)))  # type: ignore[arg-type]
 
 
 def running_new(device_id: str, gen: int = 2, **kw: object) -> DeviceView:
@@ -76,6 +82,10 @@ BATCHES = [
     ("an offline device in flight does not hold up the next batch",
      rollout(target("a", U, batch=0), target("b"), batches_started=1),
      {"a": view("a", online=False), "b": view("b")}, {"a": U, "b": U}, ["b"]),
+    ("a device held by an update lock does not hold up the next batch",
+     rollout(target("a", U, batch=0, reason="locked by print-job-42 since 1970-01-01 00:00:00Z"), target("b"),
+             batches_started=1),
+     {"a": locked_new("a"), "b": view("b")}, {"a": U, "b": U}, ["b"]),
     ("a device pinned before its batch is skipped",
      rollout(target("a"), target("b")),
      {"a": view("a", pinned=True), "b": view("b")}, {"a": S, "b": P}, []),
@@ -118,6 +128,9 @@ JUDGE = [
      view("a", gen=2, phase=Phase.PULLING, desired=NEW), 301, F),
     ("the health clock starts again when the device comes back online",
      view("a", gen=1, since=250), 301, U),
+    ("held by an update lock past the health timeout: pending, not failed", locked_new("a"), 3000, U),
+    ("locked, but at an older generation: the health timeout applies",
+     replace(locked_new("a"), generation=1), 301, F),
     ("offline: pending until the offline deadline", view("a", online=False), 599, U),
     ("offline past the deadline: failed", view("a", online=False), 601, F),
 ]
@@ -229,6 +242,20 @@ def test_it_completes_when_every_target_settled_and_binds_its_selector() -> None
     assert d.rollout.state == RolloutState.COMPLETED and d.bind
     assert d.rollout.finished_at == 30
     assert d.rollout.reason == "2 converged, 0 failed"
+
+
+def test_a_locked_device_shows_who_holds_it_and_gets_its_time_once_released() -> None:
+    r = rollout(target("a", U, batch=0), target("b", C, batch=1), batches_started=2)
+    d = machine.next(r, {"a": locked_new("a"), "b": running_new("b")}, now=1000)
+    (a, _) = d.rollout.targets
+    assert a.state == U and a.reason == "locked by print-job-42 since 1970-01-01 00:00:00Z"
+    assert d.rollout.state == RolloutState.RUNNING and d.rollout.to_dict()["locked"] == 1
+    released = view("a", gen=2, phase=Phase.STARTING, desired=NEW, health="starting")
+    d = machine.next(d.rollout, {"a": released, "b": running_new("b")}, now=1299)  # < health_timeout after
+    (a, _) = d.rollout.targets
+    assert a.state == U and a.reason is None
+    d = machine.next(d.rollout, {"a": running_new("a"), "b": running_new("b")}, now=1300)
+    assert d.rollout.state == RolloutState.COMPLETED
 
 
 def test_it_waits_for_an_offline_device_before_completing() -> None:
