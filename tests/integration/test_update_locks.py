@@ -12,14 +12,11 @@ import pytest
 
 from oci.platform import Platform
 from protocol import DesiredState, Phase, ReportedState, UpdateLockPolicy
-from tests.integration.test_agent import (  # noqa: F401 - fixtures shared with the agent tests
-    Board,
-    app,
-    board,
-    images,
-    peer,
-    proxy,
-)
+from tests.integration import test_agent
+from tests.integration.test_agent import Board, app
+
+# The agent tests' fixtures (an agent process per board, the demo images, the signing MQTT peer).
+board, images, peer, proxy = test_agent.board, test_agent.images, test_agent.peer, test_agent.proxy
 
 PLATFORM = "linux/amd64"  # no qemu: lock timings are the subject here, not emulation
 
