@@ -66,7 +66,8 @@ class Fleet:
             apps.append({"name": name, "release": assigned.get(name),
                          "phase": status.phase.value if status else None, "health": status.health if status else None,
                          "current_image": status.current_image if status else None,
-                         "error": status.error if status else None})
+                         "error": status.error if status else None,
+                         "locked": status.locked.to_dict() if status and status.locked else None})
         health = d.health or {}
         return {"id": d.id, "online": self.online(d, now), "platform": d.platform, "agent_version": d.agent_version,
                 "first_seen": d.first_seen, "last_seen": d.last_seen, "online_since": d.online_since,

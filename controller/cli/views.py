@@ -39,6 +39,8 @@ def _apps(device: dict[str, Any]) -> Text:
         text.append(f"{app['name']}{release} ")
         phase = app["phase"] or "no report"
         text.append(phase, style=PHASE_STYLE.get(phase, "dim"))
+        if app.get("locked"):  # the update is downloaded and waits for the app's update lock
+            text.append(f" (locked by {app['locked']['holder']})", style="yellow")
         if app["health"] not in (None, "none"):
             text.append(f" ({app['health']})", style="green" if app["health"] == "healthy" else "red")
     return text or Text("-", style="dim")

@@ -66,3 +66,9 @@ def test_a_big_rollout_shows_its_failures_before_its_batches() -> None:
     rows = [line.split()[0] for line in text.splitlines() if line.strip().startswith("pi-")]
     assert rows == ["pi-0777", "pi-0000", "pi-0001", "pi-0002", "pi-0003"]
     assert "failures 1 of 10 allowed (max failures 1%)" in text
+
+
+def test_a_device_held_by_an_update_lock_says_who_holds_it() -> None:
+    held = device(1, phase="pending")
+    held["apps"][0]["locked"] = {"holder": "print-job-42", "since": 90.0, "expires": 200.0}
+    assert "pending (locked by print-job-42)" in shown([held, device(2)], limit=None)
