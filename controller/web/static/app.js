@@ -32,7 +32,7 @@ function el(tag, attrs, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -43,8 +43,14 @@ function deviceLink(id) {
   return el("a", {href: "/devices/" + encodeURIComponent(id), class: "device-link"}, id);
 }
 
+// Ages are <time> elements filled in after each redraw, so that a page whose data did not change is
+// left alone (its buttons stay where they are) while its ages keep counting.
 function age(ts) {
-  if (ts === null || ts === undefined) return "never";
+  return el("time", {"data-ts": ts ?? ""});
+}
+
+function ageText(ts) {
+  if (ts === null || ts === undefined || ts === "") return "never";
   const s = Math.max(0, Date.now() / 1000 - ts);
   if (s >= 86400) return `${Math.round(s / 86400)}d ago`;
   if (s >= 3600) return `${Math.round(s / 3600)}h ago`;
@@ -75,7 +81,7 @@ function needsAttention(d) {
 }
 
 function attentionReason(d) {
-  if (!d.online) return `offline (last seen ${age(d.last_seen)})`;
+  if (!d.online) return ["offline (last seen ", age(d.last_seen), ")"];
   if (d.error) return d.error;
   const app = d.apps.find((a) => PROBLEM_PHASES.includes(a.phase) || a.error);
   return app ? `${app.name}: ${app.phase || "no report"}${app.error ? " - " + app.error : ""}` : "";
@@ -184,7 +190,7 @@ async function device() {
         el("td", {class: "reason"}, a.error || ""));
     }), {id: "apps"}),
     el("h2", {}, "Last reports"),
-    el("p", {class: "facts"}, `reported ${age(d.reported_at)}, health ${age(d.health_at)}`),
+    el("p", {class: "facts"}, "reported ", age(d.reported_at), ", health ", age(d.health_at)),
     el("pre", {id: "reported"}, JSON.stringify({status: d.status, reported: d.reported, health: d.health}, null, 2)),
   ];
 }
@@ -221,11 +227,11 @@ async function act(method, path, body) {
 function batches(r) {
   const groups = new Map();
   for (const t of r.targets || []) {
-    const key = t.batch === null ? "unbatched" : t.batch;
+    const key = t.batch === null ? "not reached" : t.batch;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(t);
   }
-  return [...groups.entries()].sort((a, b) => (a[0] === "unbatched") - (b[0] === "unbatched") || a[0] - b[0]);
+  return [...groups.entries()].sort((a, b) => (a[0] === "not reached") - (b[0] === "not reached") || a[0] - b[0]);
 }
 
 function progress(done, total) {
@@ -246,10 +252,10 @@ function rolloutCard(r) {
   return el("article", {class: "rollout", "data-rollout": r.id, "data-state": r.state},
     el("h2", {}, `#${r.id} ${r.app} -> release ${r.release} `, badge(r.state, `rollout-${r.state}`)),
     el("p", {class: "facts"}, `to ${r.selector}, canary ${r.canary}, batch ${r.batch}, failures ${r.failures} of ` +
-      `${r.failure_limit} allowed; started ${age(r.created_at)}` + (r.finished_at ? `, finished ${age(r.finished_at)}` : "")),
+      `${r.failure_limit} allowed; started `, age(r.created_at), r.finished_at ? [", finished ", age(r.finished_at)] : ""),
     el("p", {class: "facts counts"}, `converged ${c.converged}/${r.total}, updating ${c.updating}, pending ${c.pending}, ` +
       `failed ${c.failed}, reverted ${c.reverted + c.reverting}, skipped ${c.skipped}`),
-    r.reason ? el("p", {class: "reason"}, r.reason) : null,
+    r.reason ? el("p", {class: r.state === "aborted" ? "reason" : "facts"}, r.reason) : null,
     el("div", {class: "buttons"}, buttons),
     table(["batch", "progress", "devices"], batches(r).map(([batch, targets]) => {
       const done = targets.filter((t) => t.state === "converged").length;
@@ -302,6 +308,7 @@ async function rolloutForm() {
 const PAGES = {overview, device, releases, rollouts};
 const CONTROLS = {rollouts: rolloutForm};
 let busy = false;
+let drawn = ""; // the content's last drawing, before its ages were filled in
 
 async function refresh() {
   if (busy) return;
@@ -309,7 +316,13 @@ async function refresh() {
   const live = document.getElementById("live");
   try {
     const parts = await PAGES[document.body.dataset.page]();
-    document.getElementById("content").replaceChildren(...[parts].flat(2).filter((p) => p));
+    const content = document.getElementById("content");
+    const fresh = el("section", {}, parts);
+    if (fresh.innerHTML !== drawn) {
+      drawn = fresh.innerHTML;
+      content.replaceChildren(...fresh.childNodes);
+    }
+    for (const t of content.querySelectorAll("time")) t.textContent = ageText(t.dataset.ts);
     live.textContent = `live, updated ${new Date().toLocaleTimeString("en-GB")}`;
     live.className = "live ok";
   } catch (err) {
