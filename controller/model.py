@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.messages import AppSpec, AppStatus, HealthPolicy, Phase
+from protocol.messages import AppSpec, AppStatus, HealthPolicy, LockHeld, Phase, UpdateLockPolicy
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,23 @@ class Release:
     env: tuple[tuple[str, str], ...] = ()
     health: HealthPolicy | None = None  # None: the agent's own defaults
     created_at: float = 0.0
+    lock_max_wait: float | None = None  # seconds an app's update lock may hold it back; None: until it goes
 
     @property
     def digest(self) -> str:
         return self.image.rsplit("@", 1)[1]
 
     def spec(self) -> AppSpec:
-        policy = {"health": self.health} if self.health is not None else {}  # else AppSpec's default stands
+        policy: dict[str, Any] = {"health": self.health} if self.health is not None else {}  # else the default
+        if self.lock_max_wait is not None:
+            policy["update_lock"] = UpdateLockPolicy(max_wait_seconds=self.lock_max_wait)
         return AppSpec(name=self.app, image=self.image, max_bytes=self.max_bytes, env=self.env, **policy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "image": self.image, "digest": self.digest, "source": self.source,
                 "version": self.version, "max_bytes": self.max_bytes, "env": dict(self.env),
                 "health": self.health.to_dict() if self.health else None, "created_at": self.created_at,
+                "lock_max_wait": self.lock_max_wait,
                 "platforms": [{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
                               for p in self.platforms]}
 
@@ -93,7 +97,8 @@ def app_status(d: dict[str, Any]) -> AppStatus:
     return AppStatus(name=d["name"], phase=Phase(d["phase"]), desired_image=d.get("desired_image"),
                      current_image=d.get("current_image"), error=d.get("error"),
                      restart_count=d.get("restart_count", 0), health=d.get("health", "none"),
-                     generation=d.get("generation"))
+                     generation=d.get("generation"),
+                     locked=LockHeld(**d["locked"]) if d.get("locked") else None)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Releases:
         self.clock = clock
 
     def create(self, app: str, image: str, *, max_bytes: int | None = None, env: Mapping[str, str] | None = None,
-               health: Mapping[str, Any] | None = None) -> tuple[Release, bool]:
+               health: Mapping[str, Any] | None = None, lock_max_wait: float | None = None) -> tuple[Release, bool]:
         """Resolve, check against the fleet, record. Returns (release, created); creating exactly the same
         release again returns the existing one."""
         app = check_app(app)
@@ -46,6 +46,9 @@ class Releases:
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or not 1 <= max_bytes <= 2**40):
             raise errors.InvalidRequest(f"max_bytes {max_bytes!r} must be a whole number of bytes from 1 to 2^40")
+        if lock_max_wait is not None and (isinstance(lock_max_wait, bool) or not isinstance(lock_max_wait, int | float)
+                                          or not 0 <= lock_max_wait <= 30 * 86400):
+            raise errors.InvalidRequest(f"lock_max_wait {lock_max_wait!r} must be seconds from 0 to 30 days")
         env_pairs = _env(env or {})
         policy = _health(health)
         resolved = self._resolve(ref)
@@ -54,7 +57,8 @@ class Releases:
         candidate = Release(id=0, app=app, image=resolved.reference.pinned(), source=str(ref),
                             version=ref.tag if ref.tag and not ref.digest else resolved.digest[7:19],
                             platforms=platforms, max_bytes=max_bytes, env=env_pairs, health=policy,
-                            created_at=self.clock())
+                            created_at=self.clock(),
+                            lock_max_wait=float(lock_max_wait) if lock_max_wait is not None else None)
         with self.store.transaction():
             existing = self.store.same_release(candidate)
             if existing is not None:

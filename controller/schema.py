@@ -63,4 +63,7 @@ CREATE TABLE rollout_targets (
 CREATE TABLE bindings (
     selector TEXT NOT NULL, app TEXT NOT NULL, release_id INTEGER NOT NULL REFERENCES releases(id),
     rollout_id INTEGER, bound_at REAL NOT NULL, PRIMARY KEY (selector, app));
-""",)
+""", """
+-- update locks (protocol 1.2): how long a release waits for an app update lock (NULL: until it goes)
+ALTER TABLE releases ADD COLUMN lock_max_wait REAL;
+""")

@@ -419,7 +419,7 @@ class Store:
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO releases (app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", _release_row(release))
+                "created_at, lock_max_wait) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", _release_row(release))
             new_id = cur.fetchone()[0]
         return self.release(new_id)  # type: ignore[return-value]
 
@@ -445,10 +445,10 @@ class Store:
 
     def same_release(self, candidate: Release) -> Release | None:
         """An existing release with exactly this app, image and spec (creating it again returns it)."""
-        _, image, _, _, max_bytes, env, health, _, _ = _release_row(candidate)
+        _, image, _, _, max_bytes, env, health, _, _, lock_max_wait = _release_row(candidate)
         row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE app = ? AND image = ? AND max_bytes IS ? "
-                        "AND env_json = ? AND health_json = ? ORDER BY id DESC LIMIT 1",
-                        (candidate.app, image, max_bytes, env, health))
+                        "AND env_json = ? AND health_json = ? AND lock_max_wait IS ? ORDER BY id DESC LIMIT 1",
+                        (candidate.app, image, max_bytes, env, health, lock_max_wait))
         return _release(row) if row else None
 
     # -- rollouts -------------------------------------------------------------------------------
@@ -559,14 +559,14 @@ class Store:
 
 
 _RELEASE_COLUMNS = ("id, app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
-                    "created_at")
+                    "created_at, lock_max_wait")
 
 
 def _release_row(r: Release) -> tuple[Any, ...]:
     return (r.app, r.image, r.source, r.version, r.max_bytes, json.dumps(dict(r.env), sort_keys=True),
             json.dumps(r.health.to_dict() if r.health else None, sort_keys=True),
             json.dumps([{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
-                        for p in r.platforms]), r.created_at)
+                        for p in r.platforms]), r.created_at, r.lock_max_wait)
 
 
 def _release(row: tuple[Any, ...]) -> Release:
@@ -576,7 +576,7 @@ def _release(row: tuple[Any, ...]) -> Release:
                    health=HealthPolicy(health["settle_seconds"], health["deadline_seconds"]) if health else None,
                    platforms=tuple(ReleasePlatform(p["platform"], p["digest"], p["compressed_size"])
                                    for p in json.loads(row[8])),
-                   created_at=row[9])
+                   created_at=row[9], lock_max_wait=row[10])
 
 
 def _loads(text: str | None) -> dict[str, Any] | None:

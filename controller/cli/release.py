@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="without a health check: seconds it must run without a restart (default 10)")
     c.add_argument("--health-deadline", type=float, metavar="S",
                    help="seconds a new container has to become healthy before the agent rolls back (default 120)")
+    c.add_argument("--lock-max-wait", type=float, metavar="S",
+                   help="seconds an app's update lock may hold this release back on a board, then it goes ahead "
+                        "(default: until the lock is released or expires)")
     add_api_flags(c)
     c.set_defaults(handler=do_create)
 
@@ -48,7 +51,8 @@ def do_create(args: argparse.Namespace, api: ApiClient) -> int:
         health["settle_seconds"] = args.health_settle
     if args.health_deadline is not None:
         health["deadline_seconds"] = args.health_deadline
-    release = api.create_release(args.app, args.image, max_bytes=args.max_bytes, env=env, health=health or None)
+    release = api.create_release(args.app, args.image, max_bytes=args.max_bytes, env=env, health=health or None,
+                                 lock_max_wait=args.lock_max_wait)
     return emit(args, release, lambda r: r["id"])
 
 

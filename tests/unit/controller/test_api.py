@@ -93,6 +93,7 @@ def test_every_route_but_healthz_needs_the_token(api: TestClient, headers: dict[
     ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1", "max_bytes": "1k"}, 400, "max_bytes"),
     ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1", "env": {"1X": "y"}}, 400, "env name"),
     ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1", "env": {"X": 1}}, 400, "env.X"),
+    ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1", "lock_max_wait": -1}, 400, "lock_max_wait"),
     ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1",
                               "health": {"deadline_seconds": 5, "settle_seconds": 9}}, 400, "shorter than settle"),
     ("POST", "/v1/releases", {"app": "hello", "image": "127.0.0.1:9/a:1", "health": {"bogus": 1}}, 400,

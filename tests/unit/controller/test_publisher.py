@@ -146,3 +146,19 @@ def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(t
     store.assign("a", "hello", r2.id, None, 2)
     pub.flush()
     assert decode(broker.sent[-1][1]).force == ()  # type: ignore[union-attr]  # the next document lets locks hold
+
+
+def test_a_release_s_lock_max_wait_reaches_the_board_and_survives_the_store(tmp_path: Path) -> None:
+    from dataclasses import replace as with_
+
+    from protocol import UpdateLockPolicy
+    store, broker, pub = fleet(tmp_path / "f.db")
+    seen(store, "a")
+    patient = store.add_release(with_(release(1), lock_max_wait=600.0))
+    assert store.same_release(with_(release(1), lock_max_wait=600.0)) == patient
+    assert store.same_release(release(1)) is None  # another policy: another release
+    store.assign("a", "hello", patient.id, None, 1)
+    pub.flush()
+    (app,) = decode(broker.sent[-1][1]).apps  # type: ignore[union-attr]
+    assert app.update_lock == UpdateLockPolicy(max_wait_seconds=600.0)
+    assert app.spec_hash() == release(1).spec().spec_hash()  # the same container either way

@@ -260,6 +260,12 @@ def test_reported_apps_come_back_as_statuses(store: Store) -> None:
     d = store.device("a")
     assert d is not None and d.reported_generation == 4
     assert d.app_status("hello") == running("hello", img) and d.app_status("other") is None
+    from dataclasses import replace
+
+    from protocol.messages import LockHeld, Phase
+    held = replace(running("hello", img), phase=Phase.PENDING, locked=LockHeld("print-job-42", 1.0, 60.0))
+    store.record([Incoming(reported("a", 5, held), live=True)], now=2, stale_after=3)
+    assert store.device("a").app_status("hello") == held  # type: ignore[union-attr]  # the lock, for the rollout
 
 
 def test_a_release_carries_a_health_policy_only_when_the_operator_gave_one(store: Store) -> None:
