@@ -24,7 +24,7 @@ from rich.table import Table
 from agent import logs
 from controller.cli.common import console
 from controller.cli.live import watch
-from controller.cli.views import devices_table, rollout_view
+from controller.cli.views import devices_table, fleet_line, rollout_line, rollout_view
 from controller.client import ApiClient
 from controller.sandbox import binaries
 from controller.sandbox.agents import AgentProcess
@@ -157,7 +157,8 @@ class Demo:
         def fetch() -> list[dict[str, Any]]:
             return [d for d in api.devices() if d["id"] in ids]
 
-        fleet = watch(fetch, devices_table, interval=0.5, done=lambda ds: sum(d["online"] for d in ds) == len(ids))
+        fleet = watch(fetch, devices_table, line=fleet_line, interval=0.5,
+                      done=lambda ds: sum(d["online"] for d in ds) == len(ids))
         if sum(d["online"] for d in fleet) != len(ids):
             raise RuntimeError("not every board came online")
 
@@ -174,7 +175,7 @@ class Demo:
             return not view["rollout"]["open"] or time.monotonic() > deadline
 
         final = watch(fetch, lambda v: Group(rollout_view(v["rollout"]), devices_table(v["devices"])),
-                      interval=0.5, done=done)
+                      line=lambda v: rollout_line(v["rollout"]), interval=0.5, done=done)
         rollout = final["rollout"]
         rollout["version"] = version.tag
         rollout["seconds"] = round(time.time() - rollout["created_at"], 1)

@@ -59,7 +59,8 @@ def do_devices(args: argparse.Namespace, api: ApiClient) -> int:
         return views.devices_table(devices, limit=None if args.all else ROWS)
 
     if args.watch:
-        watch(lambda: api.devices(args.selector), render, interval=args.interval, as_json=args.json)
+        watch(lambda: api.devices(args.selector), render, line=views.fleet_line, interval=args.interval,
+              as_json=args.json)
         return Exit.OK
     return emit(args, api.devices(args.selector), render)
 

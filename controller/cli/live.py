@@ -1,5 +1,6 @@
-"""`--watch`: poll the API and redraw. On a terminal, a live rich view; otherwise (a pipe, a log, --json)
-one output per change, so a script can follow along line by line."""
+"""`--watch`: poll the API and redraw. On a terminal, a live rich view; otherwise (a pipe, a log) one
+line per change (`line(data)`, printed when it differs from the last one printed), and with --json one
+JSON document per line per change, so a script or a log can follow along line by line."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from controller.cli.common import console
 T = TypeVar("T")
 
 
-def watch(fetch: Callable[[], T], render: Callable[[T], RenderableType], *, interval: float = 1.0,
-          done: Callable[[T], bool] = lambda data: False, as_json: bool = False) -> T:
-    """Show `fetch()` until `done` says so or the operator presses Ctrl-C; returns the last answer."""
+def watch(fetch: Callable[[], T], render: Callable[[T], RenderableType], *, line: Callable[[T], str],
+          interval: float = 1.0, done: Callable[[T], bool] = lambda data: False, as_json: bool = False) -> T:
+    """Show `fetch()` until `done` says so or the operator presses Ctrl-C; returns the last answer.
+    `render` draws the live view on a terminal; `line` says it in one line for a pipe or a log."""
     data = fetch()
     out = console()
     try:
@@ -31,12 +33,9 @@ def watch(fetch: Callable[[], T], render: Callable[[T], RenderableType], *, inte
             return data
         last = None
         while True:
-            text = json.dumps(stable(data), sort_keys=True, default=str)
+            text = json.dumps(stable(data), sort_keys=True, default=str) if as_json else line(data)
             if text != last:
-                if as_json:
-                    print(json.dumps(data, sort_keys=True, default=str), flush=True)
-                else:
-                    out.print(render(data))
+                print(json.dumps(data, sort_keys=True, default=str) if as_json else text, flush=True)
                 last = text
             if done(data):
                 return data

@@ -66,8 +66,8 @@ def outcome(r: dict[str, Any]) -> int:
 
 
 def _follow(api: ApiClient, rollout_id: int, args: argparse.Namespace) -> int:
-    final = watch(lambda: api.rollout(rollout_id), views.rollout_view, interval=getattr(args, "interval", 1.0),
-                  done=settled, as_json=args.json)
+    final = watch(lambda: api.rollout(rollout_id), views.rollout_view, line=views.rollout_line,
+                  interval=getattr(args, "interval", 1.0), done=settled, as_json=args.json)
     return outcome(final) if settled(final) else Exit.INTERRUPTED
 
 

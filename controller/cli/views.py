@@ -184,3 +184,44 @@ def rollout_view(r: dict[str, Any], max_rows: int = 30) -> Group:
             table.caption = f"{len(targets) - max_rows} more"
         parts.append(table)
     return Group(*parts)
+
+
+# -- one line per change, for a log or a pipe (watch without a terminal) ----------------------------------
+
+def fleet_line(devices: list[dict[str, Any]]) -> str:
+    """The fleet in one line: counts, per app the releases and phases, and who needs attention (and why)."""
+    online = sum(d["online"] for d in devices)
+    attention = [d for d in devices if needs_attention(d)]
+    phases: dict[str, dict[str, int]] = {}
+    for d in devices:
+        for a in d["apps"]:
+            key = f"{'r' + str(a['release']) + ' ' if a['release'] is not None else ''}{a['phase'] or 'no report'}"
+            phases.setdefault(a["name"], {})[key] = phases.setdefault(a["name"], {}).get(key, 0) + 1
+    parts = [f"fleet: {len(devices)} devices, {online} online, {len(devices) - online} offline, "
+             f"{len(attention)} need attention"]
+    parts += [f"{app}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+              for app, counts in sorted(phases.items())]
+    if attention:
+        shown = ", ".join(f"{d['id']} ({_why(d)})" for d in attention[:5])
+        parts.append(f"attention: {shown}{f' and {len(attention) - 5} more' if len(attention) > 5 else ''}")
+    return "; ".join(parts)
+
+
+def _why(d: dict[str, Any]) -> str:
+    if not d["online"]:
+        return "offline"
+    if d.get("error"):
+        return "refused a desired state"
+    return next((f"{a['name']} {a['phase'] or 'no report'}" for a in d["apps"]
+                 if a["phase"] in PROBLEM_PHASES or a.get("error")), "?")
+
+
+def rollout_line(r: dict[str, Any]) -> str:
+    """A rollout in one line: state, how far, and the reason once there is one."""
+    c = r["counts"]
+    line = (f"rollout {r['id']} {r['state']}: {r['app']} -> release {r['release']} to {r['selector']}; "
+            f"converged {c['converged']}/{r['total']}, updating {c['updating']}, pending {c['pending']}, "
+            f"failed {c['failed']}, reverted {c['reverted'] + c['reverting']}")
+    if c["skipped"]:
+        line += f", skipped {c['skipped']}"
+    return line + (f" - {r['reason']}" if r.get("reason") else "")
