@@ -94,6 +94,15 @@ stop_system_services() {
   done
 }
 
+pip_install() {
+  # A pip configuration naming a local index (extra-index-url file:///...) that this machine lacks makes pip
+  # warn once per package looked up - nothing a user of this script can act on. Those lines alone are
+  # dropped; every other line (errors included) and pip's exit status come through.
+  { "$VENV/bin/pip" install -q "$@" 2>&1 1>&3 3>&- |
+      sed -E "/^WARNING: Location 'file:[^']*' is ignored: it is (neither a file nor a directory|either a non-existing path or lacks a specific scheme)\.$/d" >&2
+  } 3>&1
+}
+
 make_venv() {
   local stamp="$VENV/.tinyfleet-installed"
   local want
@@ -101,8 +110,8 @@ make_venv() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
   log "creating $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev]"
+  pip_install --upgrade pip
+  pip_install -e ".[dev]"
   echo "$want" > "$stamp"
 }
 
