@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent import __version__, board, logs
-from agent.config import AgentConfig, load
+from agent import __version__, lean
 from agent.errors import ConfigError
-from oci.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+# The libraries (structlog, tenacity, docker, paho) are imported inside main(), after lean.trim_imports()
+# has set aside what the running agent never uses (see agent/lean.py); --help and --version need none.
 
 
 def unit_text() -> str:
+    from importlib import resources  # only for --print-unit: it brings tempfile, shutil, zipfile, lzma
+
     return resources.files("agent").joinpath("units/tinyfleet-agent.service").read_text()
 
 
@@ -40,9 +46,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build(config: AgentConfig):  # type: ignore[no-untyped-def]
-    from agent.engine import DockerEngine
+    from agent import board
     from agent.service import Agent
     from agent.verifier import RegistryVerifier
+    from oci.registry import RegistryClient
+
+    with lean.quiet_requests():
+        from agent.engine import DockerEngine
 
     creds = {host: r.credentials for host, r in config.registries.items() if r.credentials}
     insecure = tuple(host for host, r in config.registries.items() if r.insecure)
@@ -70,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
              "platform": args.platform, "state_dir": args.state_dir, "max_image_bytes": args.max_image_bytes,
              "heartbeat_seconds": args.heartbeat_seconds, "log_level": args.log_level,
              "controller_key": args.controller_key, "insecure_accept_unsigned": args.insecure_accept_unsigned}
+    lean.trim_imports()
+    from agent import logs
+    from agent.config import load
+
     try:
         config = load(args.config, flags)
         logs.configure(config.log_level)
