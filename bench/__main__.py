@@ -19,10 +19,10 @@ BENCHES = {
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # options such as --quick are the benchmarks' own
     for name in args.names or list(BENCHES):
         print(f"\n=== {name} ===", flush=True)
-        sys.argv = [f"bench {name}"]  # each benchmark's own argument parser sees its defaults, not our names
+        sys.argv = [f"bench {name}", *extra]  # each benchmark's own argument parser sees its options, not our names
         importlib.import_module(BENCHES[name]).main()
     return 0
 

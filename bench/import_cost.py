@@ -1,0 +1,43 @@
+"""What the agent's imports cost, step by step, in a fresh interpreter of the agent-only install: the
+resident memory each group of modules adds when imported in the order the agent imports them, after
+`agent.lean.trim_imports()` as the agent's entry point does it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+STEPS = (
+    ("agent entry point (agent.cli, agent.lean)", "import agent.cli; agent.lean.trim_imports()"),
+    ("logging, dataclasses, typing, socket", "import logging, dataclasses, typing, socket, threading, json"),
+    ("hashlib (loads libcrypto)", "import hashlib"),
+    ("protocol (the wire contract)", "import protocol"),
+    ("structlog (asyncio deferred)", "import structlog"),
+    ("tenacity", "import tenacity"),
+    ("http.client, ssl, email, urllib.request", "import http.client, ssl, urllib.request"),
+    ("agent.logs, agent.config, oci.registry", "import agent.logs, agent.config"),
+    ("paho-mqtt", "import paho.mqtt.client"),
+    ("urllib3 (pulls importlib.metadata, zipfile, csv)", "import urllib3"),
+    ("requests (charset_normalizer blocked)", "with agent.lean.quiet_requests(): import requests"),
+    ("docker SDK", "import docker"),
+    ("the agent's own modules", "import agent.service, agent.engine, agent.verifier, agent.board"),
+)
+
+_PROBE = """
+import json, sys
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmRSS:'))
+out = [("bare interpreter", rss(), len(sys.modules))]
+for label, code in json.loads(sys.argv[1]):
+    exec(code)
+    out.append((label, rss(), len(sys.modules)))
+print(json.dumps(out))
+"""
+
+
+def import_costs(python: str) -> list[tuple[str, int, int]]:
+    """(step, resident bytes after it, modules loaded after it) for each step."""
+    done = subprocess.run([python, "-c", _PROBE, json.dumps(STEPS)], capture_output=True, text=True, check=True,
+                          cwd="/", timeout=120)
+    return [tuple(row) for row in json.loads(done.stdout)]  # type: ignore[misc]
