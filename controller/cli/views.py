@@ -224,4 +224,10 @@ def rollout_line(r: dict[str, Any]) -> str:
             f"failed {c['failed']}, reverted {c['reverted'] + c['reverting']}")
     if c["skipped"]:
         line += f", skipped {c['skipped']}"
-    return line + (f" - {r['reason']}" if r.get("reason") else "")
+    line += f" - {r['reason']}" if r.get("reason") else ""
+    troubled = [t for t in r.get("targets") or () if t["state"] in TROUBLED_TARGETS and t["reason"]]
+    shown = "; ".join(f"{t['device']} {t['state']}: {t['reason']}" for t in troubled[:3])
+    return line + (f" ({shown}{f'; and {len(troubled) - 3} more' if len(troubled) > 3 else ''})" if shown else "")
+
+
+TROUBLED_TARGETS = ("failed", "reverting", "reverted")

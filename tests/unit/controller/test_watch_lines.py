@@ -31,6 +31,11 @@ def test_a_rollout_in_one_line() -> None:
     assert rollout_line(rollout()) == ("rollout 7 running: hello -> release 3 to all; converged 1/3, updating 1, "
                                        "pending 1, failed 0, reverted 0")
     assert rollout_line(rollout("completed", 3, 0, 0, "3 converged")).endswith("reverted 0 - 3 converged")
+    aborted = {**rollout("aborted", 1, 0, 0, "1 failed, over the limit of 0"),
+               "targets": [{"device": "pi-1", "state": "reverted", "reason": "unhealthy; previous version restored"},
+                           {"device": "pi-2", "state": "converged", "reason": None}]}
+    assert rollout_line(aborted).endswith("- 1 failed, over the limit of 0 "
+                                          "(pi-1 reverted: unhealthy; previous version restored)")
 
 
 def test_without_a_terminal_watch_prints_one_line_per_change(capsys: pytest.CaptureFixture[str]) -> None:
