@@ -16,8 +16,9 @@ image as failed or rolled back, rejects the document, or stays online without co
 `health_timeout` seconds. An offline device is pending, not failed, until `offline_deadline` seconds
 after its desired state was published; it does not hold up the next batch. A device whose app holds its
 update lock (it reports the release downloaded and `locked`) is pending too, not failed: its clocks start
-again while it is locked, its reason says who holds the lock since when, and it does not hold up the
-next batch; the rollout completes only once it has settled.
+again while it is locked and its reason says who holds the lock since when. It still holds up the next
+batch - it has proven nothing about the release yet (a canary least of all) - until it settles, or the
+operator forces it (`tinyfleet device update --force`).
 
 The next batch starts when no target of the started batches is still in flight on an online device.
 Devices matching the selector that appear while the rollout is open join it as pending targets.
@@ -316,7 +317,7 @@ def next(rollout: Rollout, devices: Mapping[str, DeviceView], now: float) -> Dec
         return replace(decision, events=(*events, *decision.events))
     if r.state == RolloutState.PAUSED:
         return Decision(r, events=tuple(events))
-    in_flight = [t for t in r.targets if t.state == TargetState.UPDATING and not locked(t)
+    in_flight = [t for t in r.targets if t.state == TargetState.UPDATING
                  and (view := devices.get(t.device_id)) is not None and view.online]
     pending = [t for t in r.targets if t.state == TargetState.PENDING]
     if not in_flight and pending:
