@@ -3,10 +3,12 @@
 A private Mosquitto, registry and Docker Engine (unless existing ones are given); tiny scratch images
 packed from static binaries for amd64, arm64, arm/v7 and arm/v6; the controller; three real agents
 acting as an arm64, an arm/v7 and an arm/v6 board (their containers run under qemu). Then three
-rollouts: v1 to everyone, v2 canary-first in batches (then an update forged by another broker client,
-which the board refuses: it is not signed by the controller), and a broken v3 whose canary fails its health
-check, is rolled back on the board, and aborts the rollout by itself. Live views while it runs, a
-summary at the end, everything cleaned up. The exit status says whether the story came out right.
+rollouts: v1 to everyone, v2 canary-first in batches - v1 holds its update lock for its first
+LOCK_S seconds (one open() in its static binary), so v2 is downloaded but waits for it, then lands -
+(then an update forged by another broker client, which the board refuses: it is not signed by the
+controller), and a broken v3 whose canary fails its health check, is rolled back on the board, and
+aborts the rollout by itself. Live views while it runs, a summary at the end, everything cleaned up.
+The exit status says whether the story came out right.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ APP = "hello"
 BOARDS = (("pi4-arm64", "linux/arm64"), ("pi3-armv7", "linux/arm/v7"), ("pizero-armv6", "linux/arm/v6"))
 HEARTBEAT_S = 1.0
 ROLLOUT_TIMEOUT_S = 420.0
+LOCK_S = 40  # v1 holds /run/tinyfleet/update.lock this long after it starts (demoapp.c TINYHELLO_LOCK_FOR)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ class Version:
 
 
 VERSIONS = (
-    Version("1.0", "first release, to every board at once"),
-    Version("2.0", "canary first, then one board per batch"),
+    Version("1.0", f"first release, to every board at once; it holds its update lock for its first {LOCK_S} s"),
+    Version("2.0", "canary first, then one board per batch; downloaded at once, switched when v1's lock goes"),
     Version("3.0", "broken: fails its health check; the canary rolls back and the rollout aborts itself", broken=True),
 )
 
@@ -72,6 +75,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     forgery_refused: bool = False
+    locked: dict[str, str] = field(default_factory=dict)  # device -> why, as the rollout showed it held by a lock
 
 
 class Demo:
@@ -106,8 +110,9 @@ class Demo:
                     self.start_boards(stack, controller.public_key)
                     self.wait_for_fleet(api)
                     releases = [api.create_release(APP, ref, max_bytes=1024 * 1024,
-                                                   health={"settle_seconds": 2, "deadline_seconds": 150})
-                                for ref in refs]
+                                                   health={"settle_seconds": 2, "deadline_seconds": 150},
+                                                   env={"TINYHELLO_LOCK_FOR": str(LOCK_S)} if i == 0 else None)
+                                for i, ref in enumerate(refs)]
                     self.say("releases created (each checked against the fleet's platforms and a 1 MiB budget "
                              "before any board is touched)")
                     self.rollout(api, releases[0], VERSIONS[0], canary=0, batch="100%")
@@ -169,7 +174,11 @@ class Demo:
         deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
 
         def fetch() -> dict[str, Any]:
-            return {"rollout": api.rollout(r["id"]), "devices": [d for d in api.devices() if d["id"] in ids]}
+            view = {"rollout": api.rollout(r["id"]), "devices": [d for d in api.devices() if d["id"] in ids]}
+            for t in view["rollout"].get("targets") or []:
+                if (t["reason"] or "").startswith("locked by ") and version is VERSIONS[1]:
+                    self.outcome.locked.setdefault(t["device"], t["reason"])
+            return view
 
         def done(view: dict[str, Any]) -> bool:
             return not view["rollout"]["open"] or time.monotonic() > deadline
@@ -182,6 +191,10 @@ class Demo:
         self.outcome.rollouts.append(rollout)
         self.say(f"rollout {rollout['id']} {rollout['state']} after {rollout['seconds']} s"
                  + (f": {rollout['reason']}" if rollout.get("reason") else ""))
+        if version is VERSIONS[1] and self.outcome.locked:
+            device, why = next(iter(self.outcome.locked.items()))
+            self.say(f"{APP}:2.0 waited on {len(self.outcome.locked)} board(s) while 1.0 held its update lock "
+                     f"({device}: {why}), then landed")
 
     def forged_update(self, stack: Stack, api: ApiClient, image: str) -> None:
         """Anyone who can publish to the broker sends a board an update signed with their own key."""
@@ -228,6 +241,8 @@ class Demo:
         states = [r["state"] for r in self.outcome.rollouts]
         if states != ["completed", "completed", "aborted"]:
             self.outcome.problems.append(f"rollouts ended {states}, expected completed, completed, aborted")
+        if not self.outcome.locked:
+            self.outcome.problems.append("no board was seen holding 2.0 back for 1.0's update lock")
         v2 = releases[1]["image"]
         for device in self.outcome.devices:
             app = next((a for a in device["apps"] if a["name"] == APP), None)

@@ -18,7 +18,7 @@ def test_demo_rolls_out_v1_v2_and_rolls_back_a_broken_v3(mosquitto, registry, do
     assert len(out.splitlines()) < 80, f"without a terminal, one line per change: {len(out.splitlines())} lines"
     for needle in ("hello:1.0 │ completed", "hello:2.0 │ completed", "hello:3.0 │ aborted", "linux/arm/v6",
                    "previous version restored", "a forged update was refused: demo-pi4-arm64 kept running hello:2.0",
-                   "signature refused"):
+                   "signature refused", "while 1.0 held its update lock"):
         assert needle in out, needle
     leftovers = dockerd.client().containers.list(all=True, filters={"label": "io.tinyfleet.device=demo-pi4-arm64"})
     assert leftovers == [], "the demo cleans up its containers"
