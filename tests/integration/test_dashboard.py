@@ -112,7 +112,7 @@ def test_log_in_and_see_devices_come_online(browser: WebDriver, ctl: ControllerP
 
 
 def test_a_device_page_shows_what_it_reports_and_runs_none_of_it(browser: WebDriver, ctl: ControllerProcess,
-                                                                 devices: list[EmulatedDevice]) -> None:
+                                                                 api: ApiClient, devices: list[EmulatedDevice]) -> None:
     device = devices[0]
     device._report(error=HOSTILE)  # a device (or whoever holds its credentials) reports markup
     browser.get(f"{ctl.url}/devices/{device.device_id}")
@@ -121,6 +121,12 @@ def test_a_device_page_shows_what_it_reports_and_runs_none_of_it(browser: WebDri
     assert "linux/arm64" in text(browser, "#facts") and "uptime" in text(browser, "#health")
     assert browser.execute_script("return window.pwned === undefined")
     assert browser.find_elements(By.CSS_SELECTOR, "#content img") == []
+    click(browser, '[data-action="pin"]', "pin the whole device")  # a change sent with the cookie, from the page
+    until(browser, lambda d: "whole device held" in text(d, "#facts"), "the pin on the page")
+    assert api.device(device.device_id)["pins"] == {"*": None}
+    click(browser, '#facts .pin button', "unpin")
+    until(browser, lambda d: "not pinned" in text(d, "#facts"), "the pin gone")
+    assert api.device(device.device_id)["pins"] == {}
     browser.get(ctl.url + "/")
     until(browser, lambda d: HOSTILE in text(d, "#attention"), "the device in 'need attention'")
     assert browser.execute_script("return window.pwned === undefined")
