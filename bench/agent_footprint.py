@@ -5,7 +5,9 @@ and idle CPU (goal <= 0.5 % of one core), each beside a bare interpreter and the
 imported alone, measured in the same run. Also where the memory is: anonymous against file-backed,
 by kind of mapping, and what each group of imports adds.
 
-`bench agent-footprint --quick` (CI): 10 updates and a 3-minute soak."""
+`bench agent-footprint --quick` (CI): 10 updates and a 3-minute soak. `--arm64 ROOT`: the same with
+the agent on the arm64 Python of an extracted arm64 root file system under qemu-user (bench/qemu_user.py;
+its memory figures are the guest's own pages, its CPU figures are emulated and mean little)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.agentvenv import agent_executable
 from bench.images import publish
 from bench.import_cost import import_costs
 from bench.proc import cpu_seconds
+from bench.qemu_user import AGENT, QEMU, Arm64
 from bench.smaps import Memory, breakdown
 from controller.sandbox.agents import AgentProcess
 from controller.sandbox.peer import FleetPeer
@@ -57,16 +61,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 updates and a 3-minute soak (CI)")
     parser.add_argument("--updates", type=int, help="updates before the soak (default 100)")
     parser.add_argument("--soak-minutes", type=float, help="idle soak length (default 60)")
+    parser.add_argument("--arm64", type=Path, metavar="ROOT", help="run the agent on ROOT's arm64 python3 (qemu-user)")
     args = parser.parse_args(sys.argv[1:])
     updates = args.updates if args.updates is not None else (10 if args.quick else 100)
     soak_s = 60 * (args.soak_minutes if args.soak_minutes is not None else (3 if args.quick else 60))
-    exe = agent_executable()
-    python = str(exe.parent / "python")
     env = {"PATH": "/usr/bin:/bin", **unit_environment()}
-    print(f"agent-only install {exe.parent.parent}; unit environment: {unit_environment()}")
+    memory: Callable[[str, int], Memory] = lambda _name, pid: Memory.of(pid)  # noqa: E731
+    if args.arm64:
+        arm = Arm64(args.arm64.resolve(), Path("/tmp") / "tinyfleet-bench-arm64")
+        arm.install()
+        exe = arm.script("agent", AGENT)
+        interpreter = [QEMU, "-L", str(arm.root), str(arm.python)]
+        print(f"arm64: {arm.python} under {QEMU}, agent installed in {arm.site}; "
+              f"unit environment: {unit_environment()}")
+        idle = arm.idle
+        memory = arm.memory
+        costs = import_costs(interpreter, {**env, "PYTHONPATH": str(arm.site)})
+    else:
+        exe = agent_executable()
+        python = str(exe.parent / "python")
+        print(f"agent-only install {exe.parent.parent}; unit environment: {unit_environment()}")
+        idle = lambda _name, code, env: _idle_process(python, code, env)  # noqa: E731
+        costs = import_costs([python])
     print("imports, step by step (RSS after each step, modules loaded):")
     prev = 0
-    for label, rss, modules in import_costs(python):
+    for label, rss, modules in costs:
         print(f"  {label:<52} {rss / MIB:5.1f} MiB  (+{(rss - prev) / MIB:4.1f})  {modules:4d} modules")
         prev = rss
     with Stack() as stack:
@@ -76,8 +95,12 @@ def main() -> None:
         agent = AgentProcess("bench-footprint", "linux/amd64", stack.broker_url, stack.docker_host,  # type: ignore[arg-type]
                              stack.root / "agents", heartbeat_seconds=30, settle_seconds=0, executable=exe,
                              controller_key=str(peer.signer.public), extra_env=unit_environment()).start()
-        bare = _idle_process(python, "pass", env)
-        libs = _idle_process(python, LIBS, env)
+        bare = idle("bare", "pass", env)
+        libs = idle("libs", LIBS, env)
+
+        def now() -> tuple[Memory, Memory, Memory]:
+            return memory("agent", pid), memory("bare", bare.pid), memory("libs", libs.pid)
+
         try:
             def apply(generation: int, image: str) -> None:
                 peer.publish(DesiredState(agent.device_id, generation,
@@ -88,25 +111,25 @@ def main() -> None:
             apply(1, one)
             time.sleep(10)
             pid = agent.proc.proc.pid  # type: ignore[union-attr]
-            first = Memory.of(pid), Memory.of(bare.pid), Memory.of(libs.pid)
-            where = breakdown(pid)
+            first = now()
+            where = breakdown(pid) if not args.arm64 else {}
             started = time.monotonic()
             for n in range(2, updates + 2):
                 apply(n, two if n % 2 == 0 else one)
             per_update = (time.monotonic() - started) / max(1, updates)
             time.sleep(10)
-            after = Memory.of(pid), Memory.of(bare.pid), Memory.of(libs.pid)
+            after = now()
             print(f"soak: {soak_s / 60:.0f} min idle (heartbeat 30 s, one app running), RSS every minute ...",
                   flush=True)
             samples = [after[0].rss]
             cpu0, bare_cpu0, t0 = cpu_seconds(pid), cpu_seconds(bare.pid), time.monotonic()
             while time.monotonic() - t0 < soak_s:
                 time.sleep(min(60.0, soak_s - (time.monotonic() - t0)))
-                samples.append(Memory.of(pid).rss)
+                samples.append(memory("agent", pid).rss)
             elapsed = time.monotonic() - t0
             cpu = 100 * (cpu_seconds(pid) - cpu0) / elapsed
             bare_cpu = 100 * (cpu_seconds(bare.pid) - bare_cpu0) / elapsed
-            end = Memory.of(pid), Memory.of(bare.pid), Memory.of(libs.pid)
+            end = now()
         finally:
             bare.kill(), libs.kill()
             peer.close()

@@ -25,6 +25,7 @@ STEPS = (
 
 _PROBE = """
 import json, sys
+sys.path[:] = [p for p in sys.path if not p.endswith("dist-packages")]  # as in a venv (see bench/qemu_user.py)
 def rss():
     with open('/proc/self/status') as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmRSS:'))
@@ -36,8 +37,9 @@ print(json.dumps(out))
 """
 
 
-def import_costs(python: str) -> list[tuple[str, int, int]]:
-    """(step, resident bytes after it, modules loaded after it) for each step."""
-    done = subprocess.run([python, "-c", _PROBE, json.dumps(STEPS)], capture_output=True, text=True, check=True,
-                          cwd="/", timeout=120)
+def import_costs(python: list[str], env: dict[str, str] | None = None) -> list[tuple[str, int, int]]:
+    """(step, resident bytes after it, modules loaded after it) for each step; `python` is the command
+    that starts the interpreter. Under qemu-user VmRSS includes the emulator: read the steps' differences."""
+    done = subprocess.run([*python, "-c", _PROBE, json.dumps(STEPS)], capture_output=True, text=True, check=True,
+                          cwd="/", timeout=300, env=env)
     return [tuple(row) for row in json.loads(done.stdout)]  # type: ignore[misc]
