@@ -13,6 +13,7 @@ BENCHES = {
     "agent-soak": "bench.agent_soak",
     "controller-ingest": "bench.controller_ingest",
     "fleet-sim": "bench.fleet_sim",  # also prints controller-ingest's figures (runs it after the simulation)
+    "faults": "bench.faults",  # the fault suite: what was expected, what was seen, figures
 }
 
 

@@ -1,0 +1,320 @@
+"""`bench faults`: the fault suite against the real services. Each case breaks one thing on purpose and
+prints what was expected and what was seen, with its figures; tests/integration/test_faults.py runs the
+same cases and asserts them.
+
+  state-write-kill   kill -9 of the agent's state store in the middle of its writes, N cycles: the state
+                     file is always the old document or the new one, never a mix, never unreadable.
+  dockerd-restart    the Docker Engine restarted under a running agent: the app comes back, the agent
+                     re-adopts it (same container), no duplicate container.
+  registry-outage    the registry down and then stalled (a proxy that accepts and never answers) while an
+                     update is due: the agent backs off with jitter, the update waits (reported, not
+                     failed), nothing half-applied (the old version alone keeps running); then it lands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from agent.state import StateStore
+from bench.faultproxy import FaultProxy
+from bench.images import publish
+from controller.sandbox.agents import AgentProcess
+from controller.sandbox.dockerd import Dockerd
+from controller.sandbox.peer import FleetPeer
+from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
+
+HEALTH = HealthPolicy(settle_seconds=1, deadline_seconds=60)
+
+
+@dataclass
+class Case:
+    name: str
+    expected: str
+    seen: str = ""
+    ok: bool = False
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        figures = ", ".join(f"{k} {v}" for k, v in self.figures.items())
+        return (f"{self.name}: {'PASS' if self.ok else 'FAIL'} in {self.seconds:.1f} s\n"
+                f"  expected: {self.expected}\n  seen:     {self.seen}\n  figures:  {figures}")
+
+
+def timed(run: Callable[..., Case]) -> Callable[..., Case]:
+    def wrapper(*args: Any, **kwargs: Any) -> Case:
+        started = time.monotonic()
+        case = run(*args, **kwargs)
+        case.seconds = time.monotonic() - started
+        return case
+    wrapper.__name__ = run.__name__
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
+# -- kill -9 during the state write -------------------------------------------------------------------
+
+# The agent's own StateStore, writing one large state after another (a board with many pulled images),
+# saying before and after each write which generation it writes.
+_WRITER = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from agent.state import StateStore
+store = StateStore(Path(sys.argv[1]))
+pad = frozenset(f"127.0.0.1:5000/pad/{i:06d}@sha256:" + "0" * 64 for i in range(int(sys.argv[2])))
+g = store.current.accepted_generation
+while True:
+    g += 1
+    print("w", g, flush=True)
+    store.update(lambda st: replace(st, accepted_generation=g, pulled=pad))
+    print("d", g, flush=True)
+"""
+
+
+@timed
+def state_write_kill(root: Path, cycles: int = 50, pad: int = 4000, seed: int = 15) -> Case:
+    case = Case("state-write-kill", f"after each of {cycles} kill -9 cycles the state file holds the last "
+                                    "generation written whole or the one being written, and loads")
+    rng = random.Random(seed)
+    state_dir = root / "state"
+    outcomes = {"old": 0, "new": 0, "no write in flight": 0}
+    bad: list[str] = []
+    temp_left = 0
+    for cycle in range(cycles):
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(state_dir), str(pad)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        first = "d -1"
+        for first in child.stdout:  # until its first write is whole: the kill lands among the next ones
+            if first.startswith("d"):
+                break
+        time.sleep(rng.uniform(0, 0.05))
+        child.send_signal(signal.SIGKILL)
+        rest = child.stdout.read()
+        child.wait()
+        lines = [line.split() for line in rest.splitlines() if line.strip()]
+        done = max([int(g) for k, g in lines if k == "d"] or [int(first.split()[1])])
+        begun = max([int(g) for k, g in lines if k == "w"] or [done])
+        temp_left += (state_dir / ".state.json.tmp").exists()
+        loaded = StateStore(state_dir).current.accepted_generation
+        aside = list(state_dir.glob("state.json.unreadable-*"))
+        if aside:
+            bad.append(f"cycle {cycle}: state file unreadable")
+            break
+        if begun > done:
+            kind = "old" if loaded == done else "new" if loaded == begun else None
+        else:
+            kind = "no write in flight" if loaded == done else None
+        if kind is None:
+            bad.append(f"cycle {cycle}: loaded generation {loaded}, expected {done} or {begun}")
+        else:
+            outcomes[kind] += 1
+    size = (state_dir / "state.json").stat().st_size
+    case.ok = not bad
+    case.seen = "; ".join(bad) if bad else (f"{cycles} kills: old document {outcomes['old']}, new document "
+                                            f"{outcomes['new']}, between writes {outcomes['no write in flight']}; "
+                                            "never a mix, never unreadable")
+    case.figures = {"cycles": cycles, "killed mid-write": outcomes["old"] + outcomes["new"],
+                    "state file": f"{size / 1024:.0f} KiB", "temp file left by the kill": temp_left,
+                    "corrupt": len(bad)}
+    return case
+
+
+# -- an agent with one app on an engine --------------------------------------------------------------
+
+@dataclass
+class Rig:
+    agent: AgentProcess
+    peer: FleetPeer
+    client: docker.DockerClient
+    generation: int = 0
+
+    def want(self, *apps: AppSpec) -> None:
+        self.generation += 1
+        self.peer.publish(DesiredState(self.agent.device_id, self.generation, apps))
+
+    def wait(self, check: Callable[[ReportedState], bool], what: str, timeout: float = 60) -> ReportedState:
+        generation = self.generation
+        return self.peer.wait(self.agent.device_id, lambda r: r.generation >= generation and check(r), timeout, what)
+
+    def running(self, image: str, timeout: float = 60) -> ReportedState:
+        def ok(r: ReportedState) -> bool:
+            s = r.app("hello")
+            return s is not None and s.phase == Phase.RUNNING and s.current_image == image
+        return self.wait(ok, f"hello running {image}", timeout)
+
+    def containers(self) -> list[Any]:
+        return self.client.containers.list(all=True, filters={"label": f"io.tinyfleet.device={self.agent.device_id}"})
+
+    def close(self) -> None:
+        self.agent.stop()
+        for c in self.containers():
+            c.remove(force=True)
+        self.peer.clear(self.agent.device_id)
+        self.peer.close()
+
+
+def rig(name: str, broker_url: str, docker_host: str, root: Path) -> Rig:
+    peer = FleetPeer(broker_url)
+    agent = AgentProcess(f"fault-{name}-{random.randrange(16**6):06x}", "linux/amd64", broker_url, docker_host,
+                         root / "agents", heartbeat_seconds=1, settle_seconds=1, deadline_seconds=60,
+                         controller_key=str(peer.signer.public)).start()
+    return Rig(agent, peer, docker.DockerClient(base_url=docker_host, timeout=30))
+
+
+# -- dockerd restarted under a running agent -----------------------------------------------------------
+
+@timed
+def dockerd_restart(root: Path, broker_url: str, registry_host: str) -> Case:
+    case = Case("dockerd-restart", "the app runs again in the same container after the engine restarts, the "
+                                   "agent (still the same process) reports it running, no duplicate container")
+    engine = Dockerd(root / "d").start()
+    image, _ = publish(registry_host, root, "faults/dockerd", "1")
+    r = rig("dockerd", broker_url, engine.url, root)
+    try:
+        r.want(AppSpec("hello", image, health=HEALTH))
+        r.running(image)
+        (before,) = r.containers()
+        agent_pid = r.agent.proc.proc.pid  # type: ignore[union-attr]
+        down_at = time.monotonic()
+        engine.stop()
+        time.sleep(2)  # the agent meets a dead engine at least once
+        engine.start()
+        back_at = time.monotonic()
+        r.client = docker.DockerClient(base_url=engine.url, timeout=30)
+
+        def adopted(rep: ReportedState) -> bool:
+            s = rep.app("hello")
+            return (s is not None and s.phase == Phase.RUNNING and bool(rep.ts) and rep.ts > time.time() - 2
+                    and [c.status for c in r.containers()] == ["running"])
+        r.wait(adopted, "hello running again after the engine restart")
+        running_at = time.monotonic()
+        time.sleep(3)  # a few more passes: nothing more is created
+        after = r.containers()
+        same_agent = r.agent.alive() and r.agent.proc.proc.pid == agent_pid  # type: ignore[union-attr]
+        case.ok = len(after) == 1 and after[0].id == before.id and after[0].status == "running" and same_agent
+        same = "the same" if after and after[0].id == before.id else "not the same"
+        state = after[0].status if after else "none"
+        case.seen = (f"{len(after)} container(s) after the restart, {same} one, {state}; "
+                     f"agent {'still the same process' if same_agent else 'restarted'}")
+        case.figures = {"engine down": f"{back_at - down_at:.1f} s",
+                        "engine back -> app running and reported": f"{running_at - back_at:.1f} s",
+                        "containers before/after": f"1/{len(after)}",
+                        "container restarts": after[0].attrs["RestartCount"] if after else None}
+    finally:
+        r.close()
+        engine.stop()
+    return case
+
+
+# -- registry down, then stalled, while an update is due -----------------------------------------------
+
+@timed
+def registry_outage(root: Path, broker_url: str, registry_host: str, docker_host: str, down_s: float = 12.0,
+                    stall_s: float = 6.0) -> Case:
+    case = Case("registry-outage", "while the registry is down and then stalled the agent retries with "
+                                   "growing, jittered gaps, reports the update as waiting (not failed) and the "
+                                   "old version alone keeps running; once it is back the update lands")
+    host, port = registry_host.rsplit(":", 1)
+    proxy = FaultProxy((host, int(port)))
+    v1, _ = publish(proxy.host, root, "faults/registry", "1")
+    v2, _ = publish(proxy.host, root, "faults/registry", "2")
+    r = rig("registry", broker_url, docker_host, root)
+    problems: list[str] = []
+    try:
+        r.want(AppSpec("hello", v1, health=HEALTH))
+        r.running(v1)
+        (old,) = r.containers()
+        reports: list[ReportedState] = []
+        proxy.set("down")
+        outage_at = time.monotonic()
+        r.want(AppSpec("hello", v2, health=HEALTH))
+        for mode, phase_s in (("down", down_s), ("stall", stall_s)):
+            proxy.set(mode)
+            until = time.monotonic() + phase_s
+            while time.monotonic() < until:
+                cs = r.containers()
+                if [c.id for c in cs] != [old.id] or cs[0].status != "running":
+                    problems.append(f"{mode}: containers {[(c.name, c.status) for c in cs]}")
+                    break
+                rep = r.peer.reported.get(r.agent.device_id)
+                if rep is not None:
+                    reports.append(rep)
+                time.sleep(0.5)
+        status = reports[-1].app("hello") if reports else None
+        if status is None or status.phase in (Phase.FAILED, Phase.ROLLED_BACK) \
+                or "retrying" not in (status.error or ""):
+            problems.append(f"reported {status}")
+        proxy.set("up")
+        up_at = time.monotonic()
+        r.running(v2, timeout=90)
+        landed_at = time.monotonic()
+        down = proxy.attempts_in("down")
+        gaps = [b - a for a, b in zip(down, down[1:], strict=False)]
+        # The agent's own backoff (1, 2, 4 s ... plus up to 1 s of jitter) over the registry client's quick
+        # retries (0.2 s ... with jitter): the longest gaps are the agent's.
+        long_gaps = sorted(g for g in gaps if g > 0.9)
+        floors = [2.0 ** i for i in range(len(long_gaps))]  # 1, 2, 4 s ...: each gap at least its step
+        if len(long_gaps) < 3 or any(g < 0.95 * f for g, f in zip(long_gaps, floors, strict=True)) \
+                or all(abs(g - round(g)) < 0.05 for g in long_gaps):
+            problems.append(f"no growing, jittered backoff in the gaps between attempts: {[round(g, 2) for g in gaps]}")
+        case.ok = not problems
+        case.seen = "; ".join(problems) if problems else (
+            f"{len(down)} connection attempts while down, gaps growing {fmt(long_gaps)} s; "
+            f"{len(proxy.attempts_in('stall'))} held while stalled; reported '{status.phase.value}' with "  # type: ignore[union-attr]
+            f"'{(status.error or '')[:60]}...'; only the old container ran; v2 running {landed_at - up_at:.1f} s "
+            "after the registry came back")
+        case.figures = {"outage": f"{up_at - outage_at:.1f} s ({down_s:g} s down, {stall_s:g} s stalled)",
+                        "attempts while down": len(down), "backoff gaps": fmt(long_gaps),
+                        "gap spread (jitter)": f"{statistics.pstdev(gaps):.2f} s" if len(gaps) > 1 else "-",
+                        "registry back -> v2 running": f"{landed_at - up_at:.1f} s",
+                        "containers during the outage": 1}
+    finally:
+        r.close()
+        proxy.close()
+    return case
+
+
+def fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.1f}" for v in values) + "]"
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+def main() -> None:
+    from controller.sandbox.stack import Stack
+
+    parser = argparse.ArgumentParser(prog="bench faults")
+    parser.add_argument("--cycles", type=int, default=50, help="kill -9 cycles of the state write")
+    parser.add_argument("--only", action="append", default=[], help="run only this case (repeatable)")
+    args = parser.parse_args(sys.argv[1:])
+    cases: list[Case] = []
+    with Stack() as stack:
+        runs: dict[str, Callable[[], Case]] = {
+            "state-write-kill": lambda: state_write_kill(stack.root / "swk", args.cycles),
+            "dockerd-restart": lambda: dockerd_restart(stack.root / "dr", stack.broker_url, stack.registry_host),  # type: ignore[arg-type]
+            "registry-outage": lambda: registry_outage(stack.root / "ro", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
+                                                       stack.docker_host),  # type: ignore[arg-type]
+        }
+        for name, run in runs.items():
+            if args.only and name not in args.only:
+                continue
+            (stack.root / name).mkdir(parents=True, exist_ok=True)
+            case = run()
+            cases.append(case)
+            print(case, flush=True)
+    passed = sum(c.ok for c in cases)
+    print(f"\nfault suite: {passed}/{len(cases)} passed")
