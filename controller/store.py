@@ -1,16 +1,17 @@
 """The fleet's persistent state, and the only module that speaks SQL.
 
-SQLite in WAL mode with synchronous=FULL: a committed rollout step, generation or release survives a
-crash of the controller or of the machine. One connection serves every thread under one re-entrant
-lock; `transaction()` makes a read-decide-write sequence atomic (the rollout engine, the API and the
-ingest writer all go through it), so an operator's pause cannot be lost under a concurrent tick.
-Ingest writes whole batches in one transaction, so thousands of messages cost one fsync.
+Two databases behind one class (controller.dialect connects and adapts the SQL): SQLite, embedded and
+the default, in WAL mode with synchronous=FULL, so a committed rollout step, generation or release
+survives a crash of the controller or of the machine; and PostgreSQL (`postgresql://...`), which
+several controllers can share. One connection serves every thread under one re-entrant lock;
+`transaction()` makes a read-decide-write sequence atomic (the rollout engine, the API and the ingest
+writer all go through it), so an operator's pause cannot be lost under a concurrent tick. Ingest
+writes whole batches in one transaction, so thousands of messages cost one fsync.
 
-The seam for PostgreSQL (several controllers on one database) is this class's public methods: they
-speak in the controller's records (controller.model, controller.rollout), never in rows. A
-PostgreSQL store implements the same methods; the SQL here sticks to what both understand (ON
-CONFLICT upserts, RETURNING, CASE) except for the placeholders, `BEGIN IMMEDIATE` (there: SELECT
-... FOR UPDATE on the rollout row) and `json_each` (there: `= ANY(%s)`).
+Public methods speak in the controller's records (controller.model, controller.rollout), never in
+rows. The SQL is written once, in what both understand (ON CONFLICT upserts, RETURNING, CASE), in
+SQLite's spelling; the dialect rewrites placeholders, `json_each(?)`, `IS ?`, `BEGIN IMMEDIATE` and
+the migrations' type words for PostgreSQL.
 
 The schema is versioned in `meta.schema_version`; MIGRATIONS[n] moves a database from version n to
 n+1 inside one transaction. A database newer than this code is refused rather than misread.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.dialect import Location, connect
 from controller.errors import StoreError
 from controller.model import Binding, DeviceRecord, Release, ReleasePlatform
-from controller.private import create_private
 from controller.rollout import Amount, Rollout, RolloutState, Tally, Target, TargetState, is_open
 from controller.schema import MIGRATIONS
 from controller.selector import Kind, Selector
@@ -90,22 +90,21 @@ class Incoming:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            create_private(Path(self.path))  # SQLite gives its -wal and -shm files the database's mode
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+    def __init__(self, location: str | Path) -> None:
+        """`location`: a path or sqlite:///PATH (SQLite), or postgresql://... (see controller.dialect)."""
+        self.location = Location.parse(location)
+        self.path = str(self.location)  # for messages: never a URL's password
+        self._db = connect(self.location)
         self._lock = threading.RLock()
         self._depth = 0
         self._releases: dict[int, Release] = {}
         self._changed: set[str] | None = None  # devices written since take_changed(); None: all of them
         self._migrate()
+
+    @property
+    def kind(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self.location.kind
 
     def close(self) -> None:
         with self._lock:
@@ -124,7 +123,7 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self._db.begin)
             self._depth = 1
             try:
                 yield
@@ -159,24 +158,23 @@ class Store:
             changed, self._changed = self._changed, set()
             return changed
 
-    def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         with self.transaction():
             return self._db.execute(sql, params)
 
     def _migrate(self) -> None:
         with self.transaction():
-            has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            self._db.lock_migrations()
             version = 0
-            if has_meta:
+            if self._db.has_table("meta"):
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {version}, newer than this tinyfleet "
                                  f"understands ({SCHEMA_VERSION}); upgrade tinyfleet")
             for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in self._db.schema(script):
+                    self._db.execute(statement)
             self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
@@ -508,7 +506,7 @@ class Store:
             for rollout_id, state, number, failed in self._db.execute(
                     "SELECT rollout_id, state, COUNT(*), SUM(CASE WHEN state = ? OR (state IN (?, ?) AND "
                     "substr(reason, 1, 7) = 'failed:') THEN 1 ELSE 0 END) FROM rollout_targets WHERE rollout_id IN "
-                    "(SELECT value FROM json_each(?)) GROUP BY rollout_id, state",
+                    "(SELECT CAST(value AS INTEGER) FROM json_each(?)) GROUP BY rollout_id, state",
                     (TargetState.FAILED.value, TargetState.REVERTING.value, TargetState.REVERTED.value,
                      json.dumps(list(counts)))):
                 counts[rollout_id][state] = number

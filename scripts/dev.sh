@@ -26,6 +26,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   sudo                               # serial provisioning tests: a Raspberry-Pi-OS-like sudoer on the test board
   chromium chromium-driver           # the dashboard's browser test (headless, driven by selenium)
+  postgresql                         # the PostgreSQL store's tests and benchmarks (a private cluster each)
 )
 # only for `e2e-boot`: the Pi-like image (debootstrap, ext4 from a directory) and booting it
 BOOT_PACKAGES=(qemu-system-arm debootstrap e2fsprogs openssh-client socat mtools dosfstools fdisk xz-utils
@@ -53,6 +54,7 @@ install_packages() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)  # not on PATH
   if [ ${#missing[@]} -eq 0 ]; then return; fi
   log "installing Debian packages (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
@@ -87,7 +89,7 @@ pi_image() {
 
 stop_system_services() {
   # Debian starts the packaged daemons; tinyfleet runs its own private instances instead.
-  for svc in mosquitto docker containerd docker-registry; do
+  for svc in mosquitto docker containerd docker-registry postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       as_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
@@ -97,8 +99,10 @@ stop_system_services() {
 pip_install() {
   # A pip configuration naming a local index (extra-index-url file:///...) that this machine lacks makes pip
   # warn once per package looked up - nothing a user of this script can act on. Those lines alone are
-  # dropped; every other line (errors included) and pip's exit status come through.
-  { "$VENV/bin/pip" install -q "$@" 2>&1 1>&3 3>&- |
+  # dropped; every other line (errors included) and pip's exit status come through. So is setuptools'
+  # "Editable installation" notice (a caution about same-named folders in the working directory).
+  { PYTHONWARNINGS="ignore:Editable installation:UserWarning${PYTHONWARNINGS:+,$PYTHONWARNINGS}" \
+      "$VENV/bin/pip" install -q "$@" 2>&1 1>&3 3>&- |
       sed -E "/^WARNING: Location 'file:[^']*' is ignored: it is (neither a file nor a directory|either a non-existing path or lacks a specific scheme)\.$/d" >&2
   } 3>&1
 }

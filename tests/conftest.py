@@ -1,11 +1,13 @@
-"""Session-wide real services for the integration tests: Mosquitto, dockerd, the registry and qemu
-binfmt, each private to this test run, on loopback, and stopped at the end.
+"""Session-wide real services for the integration tests: Mosquitto, dockerd, the registry, qemu binfmt
+and PostgreSQL, each private to this test run, on loopback, and stopped at the end. `store_url` runs a
+test once against each store: SQLite (a file in tmp_path) and PostgreSQL (a database of its own).
 
 A missing prerequisite fails the test with a message saying how to get it; nothing is skipped.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -17,6 +19,7 @@ import pytest
 from controller.sandbox import binaries, binfmt
 from controller.sandbox.dockerd import Dockerd
 from controller.sandbox.mosquitto import Mosquitto
+from controller.sandbox.postgres import Postgres
 from controller.sandbox.prereqs import MissingPrerequisite
 from controller.sandbox.registry import Registry
 
@@ -75,3 +78,27 @@ def dockerd(sandbox_root: Path, qemu: None) -> Iterator[Dockerd]:
 @pytest.fixture(scope="session")
 def demo_binaries(sandbox_root: Path) -> dict:
     return _need(lambda: binaries.build(sandbox_root / "bin"))
+
+
+@pytest.fixture(scope="session")
+def postgres(sandbox_root: Path) -> Iterator[Postgres]:
+    cluster = _need(lambda: Postgres(sandbox_root).start())
+    yield cluster
+    cluster.stop()
+    if not os.environ.get("TINYFLEET_KEEP_SANDBOX"):
+        cluster.remove()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a test's controller database is: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "f.db")
+        return
+    cluster: Postgres = request.getfixturevalue("postgres")
+    name = f"t{next(_databases)}"
+    yield cluster.create_database(name)
+    cluster.drop_database(name)

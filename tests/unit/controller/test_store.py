@@ -1,13 +1,15 @@
-"""The store against real SQLite files: schema versions, liveness bookkeeping, generations, rollouts."""
+"""The store against both real databases - a SQLite file and a private PostgreSQL (`store_url`): schema
+versions, liveness bookkeeping, generations, rollouts."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from controller.dialect import Location
 from controller.errors import StoreError
 from controller.model import Binding
 from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
@@ -18,30 +20,50 @@ from tests.unit.controller.records import health, release, reported, running, se
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "fleet.db")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    yield s
+    s.close()
 
 
-def test_a_new_database_gets_the_current_schema_and_keeps_it_on_reopen(tmp_path: Path) -> None:
-    s = Store(tmp_path / "f.db")
+def test_a_new_database_gets_the_current_schema_and_keeps_it_on_reopen(store_url: str) -> None:
+    s = Store(store_url)
     assert s.schema_version() == SCHEMA_VERSION
     seen(s, "pi-1")
     s.close()
-    again = Store(tmp_path / "f.db")
+    again = Store(store_url)
     assert again.schema_version() == SCHEMA_VERSION
     assert again.device_ids() == ["pi-1"]
+    again.close()
 
 
-def test_a_database_from_a_newer_tinyfleet_is_refused(tmp_path: Path) -> None:
-    Store(tmp_path / "f.db").close()
-    with sqlite3.connect(tmp_path / "f.db") as db:
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+def test_a_database_from_a_newer_tinyfleet_is_refused(store_url: str) -> None:
+    s = Store(store_url)
+    s.set_meta("schema_version", "99")
+    s.close()
     with pytest.raises(StoreError, match="newer than this tinyfleet"):
-        Store(tmp_path / "f.db")
+        Store(store_url)
 
 
-def test_the_database_runs_in_wal_mode(store: Store) -> None:
-    assert store._one("PRAGMA journal_mode")[0] == "wal"  # type: ignore[index]
+def test_the_sqlite_database_runs_in_wal_mode(tmp_path: Path) -> None:
+    assert Store(tmp_path / "f.db")._one("PRAGMA journal_mode")[0] == "wal"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("location", "kind", "shown"), [
+    ("/var/lib/tinyfleet/controller.db", "sqlite", "/var/lib/tinyfleet/controller.db"),
+    ("sqlite:///var/lib/tinyfleet/controller.db", "sqlite", "/var/lib/tinyfleet/controller.db"),
+    ("postgresql://fleet:s3cret@db.example:5432/fleet", "postgresql", "postgresql://fleet:***@db.example:5432/fleet"),
+    ("postgres://db.example/fleet", "postgresql", "postgres://db.example/fleet"),
+])
+def test_the_database_location_picks_the_store(location: str, kind: str, shown: str) -> None:
+    parsed = Location.parse(location)
+    assert (parsed.kind, str(parsed)) == (kind, shown)
+
+
+@pytest.mark.parametrize("location", ["sqlite://relative.db", "mysql://db.example/fleet"])
+def test_a_database_location_that_is_neither_is_refused(location: str) -> None:
+    with pytest.raises(StoreError, match="sqlite:///PATH"):
+        Location.parse(location)
 
 
 # -- liveness -----------------------------------------------------------------------------------------
