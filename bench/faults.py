@@ -6,6 +6,9 @@ same cases and asserts them.
                      file is always the old document or the new one, never a mix, never unreadable.
   dockerd-restart    the Docker Engine restarted under a running agent: the app comes back, the agent
                      re-adopts it (same container), no duplicate container.
+  mosquitto-restart  the broker restarted (persistence on) while boards update: every report an agent
+                     handed to its MQTT client reaches a persistent-session QoS 1 subscriber (the
+                     controller's kind of session), none lost.
   registry-outage    the registry down and then stalled (a proxy that accepts and never answers) while an
                      update is due: the agent backs off with jitter, the update waits (reported, not
                      failed), nothing half-applied (the old version alone keeps running); then it lands.
@@ -14,6 +17,7 @@ same cases and asserts them.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import signal
 import statistics
@@ -32,8 +36,9 @@ from bench.faultproxy import FaultProxy
 from bench.images import publish
 from controller.sandbox.agents import AgentProcess
 from controller.sandbox.dockerd import Dockerd
+from controller.sandbox.mosquitto import Mosquitto
 from controller.sandbox.peer import FleetPeer
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
+from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState, topics
 
 HEALTH = HealthPolicy(settle_seconds=1, deadline_seconds=60)
 
@@ -292,6 +297,102 @@ def fmt(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.1f}" for v in values) + "]"
 
 
+# -- Mosquitto restarted while boards update ----------------------------------------------------------
+
+class Subscriber:
+    """Reports as the controller receives them: a persistent session (clean_session=False, fixed client id),
+    QoS 1, so what the broker accepted while it was away is delivered when it reconnects."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.got: dict[str, list[ReportedState]] = {}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fault-sub-{random.randrange(16**6):06x}",
+                                  clean_session=False)
+        self.client.on_connect = lambda c, *_: c.subscribe(topics.subscription(topics.Channel.REPORTED), qos=1)
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.payload:
+            import protocol
+            report = protocol.decode(msg.payload, ReportedState)
+            self.got.setdefault(report.device_id, []).append(report)  # type: ignore[union-attr, arg-type]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _key(generation: int, apps: dict[str, str], error: str | None) -> tuple[Any, ...]:
+    return generation, tuple(sorted(apps.items())), error
+
+
+def logged_reports(log: Path) -> list[tuple[Any, ...]]:
+    """What the agent handed to its MQTT client: its 'reported' log lines (JSON)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "reported":
+            out.append(_key(entry["generation"], entry["apps"], entry.get("error")))
+    return out
+
+
+@timed
+def mosquitto_restart(root: Path, registry_host: str, docker_host: str, boards: int = 3,
+                      down_s: float = 2.0) -> Case:
+    case = Case("mosquitto-restart", f"{boards} boards updating while the broker restarts (persistence on): 0 "
+                                     "reports lost between the agents and a persistent-session subscriber")
+    broker = Mosquitto(root / "mqtt").start()
+    v1, _ = publish(registry_host, root, "faults/mqtt", "1")
+    v2, _ = publish(registry_host, root, "faults/mqtt", "2")
+    sub = Subscriber(broker)
+    rigs = [rig(f"mqtt{i}", broker.url, docker_host, root) for i in range(boards)]
+    try:
+        for r in rigs:
+            r.want(AppSpec("hello", v1, health=HEALTH))
+        for r in rigs:
+            r.running(v1)
+        for r in rigs:
+            r.want(AppSpec("hello", v2, health=HEALTH))
+        time.sleep(0.3)  # the updates under way
+        restart_at = time.monotonic()
+        broker.stop()
+        time.sleep(down_s)
+        broker.start()
+        back_at = time.monotonic()
+        for r in rigs:
+            r.running(v2, timeout=90)
+        settled_at = time.monotonic()
+        time.sleep(1.5)  # the last reports delivered
+        lost, sent, delivered = [], 0, 0
+        for r in rigs:
+            r.agent.stop()
+            mine = logged_reports(r.agent.log)
+            seen = {_key(x.generation, {a.name: a.phase.value for a in x.apps}, x.error)
+                    for x in sub.got.get(r.agent.device_id, [])}
+            sent += len(mine)
+            delivered += len(sub.got.get(r.agent.device_id, []))
+            lost += [(r.agent.device_id, k) for k in mine if k not in seen]
+        case.ok = not lost and sent > 0
+        case.seen = (f"{sent} reports handed to MQTT by {boards} agents, {sent - len(lost)} of them received "
+                     f"({delivered} deliveries with QoS 1 duplicates and retained re-sends); lost: {lost or 0}")
+        case.figures = {"reports sent": sent, "lost": len(lost), "broker down": f"{back_at - restart_at:.1f} s",
+                        "broker back -> every board on v2 and reported": f"{settled_at - back_at:.1f} s"}
+    finally:
+        for r in rigs:
+            r.close()
+        sub.close()
+        broker.stop()
+    return case
+
+
 # -- the report ---------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -306,6 +407,8 @@ def main() -> None:
         runs: dict[str, Callable[[], Case]] = {
             "state-write-kill": lambda: state_write_kill(stack.root / "swk", args.cycles),
             "dockerd-restart": lambda: dockerd_restart(stack.root / "dr", stack.broker_url, stack.registry_host),  # type: ignore[arg-type]
+            "mosquitto-restart": lambda: mosquitto_restart(stack.root / "mq", stack.registry_host,  # type: ignore[arg-type]
+                                                           stack.docker_host),  # type: ignore[arg-type]
             "registry-outage": lambda: registry_outage(stack.root / "ro", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
         }

@@ -24,3 +24,7 @@ def test_dockerd_restarted_under_a_running_agent(tmp_path: Path, mosquitto, regi
 
 def test_registry_down_then_stalled_during_an_update(tmp_path: Path, mosquitto, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
     check(faults.registry_outage(tmp_path, mosquitto.url, registry.host, dockerd.url))
+
+
+def test_mosquitto_restarted_while_boards_update_loses_no_report(tmp_path: Path, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
+    check(faults.mosquitto_restart(tmp_path, registry.host, dockerd.url))
