@@ -99,8 +99,8 @@ stop_system_services() {
 pip_install() {
   # A pip configuration naming a local index (extra-index-url file:///...) that this machine lacks makes pip
   # warn once per package looked up - nothing a user of this script can act on. Those lines alone are
-  # dropped; every other line (errors included) and pip's exit status come through. So is setuptools'
-  # "Editable installation" notice (a caution about same-named folders in the working directory).
+  # dropped; every other line (errors included) and pip's exit status come through. setuptools'
+  # "Editable installation" notice (a caution about same-named folders in the working directory) is silenced.
   { PYTHONWARNINGS="ignore:Editable installation:UserWarning${PYTHONWARNINGS:+,$PYTHONWARNINGS}" \
       "$VENV/bin/pip" install -q "$@" 2>&1 1>&3 3>&- |
       sed -E "/^WARNING: Location 'file:[^']*' is ignored: it is (neither a file nor a directory|either a non-existing path or lacks a specific scheme)\.$/d" >&2
