@@ -199,6 +199,9 @@ def test_start_another_and_abort_it_from_the_page(browser: WebDriver, ctl: Contr
     try:
         rollout = start_from_the_page(browser, ctl, release["id"], api)
         until(browser, lambda d: rollout_state(d, rollout) == "running", "the second rollout running")
+        click(browser, "#start-rollout button[type=submit]", "start the same again")
+        until(browser, lambda d: f"rollout {rollout} of hello is still running" in text(d, "#message"),
+              "the API's refusal on the page")
         click(browser, f'article[data-rollout="{rollout}"] [data-action="abort"]', "abort")
         until(browser, lambda d: rollout_state(d, rollout) == "aborted", "the rollout aborted")
     finally:
