@@ -9,6 +9,9 @@ same cases and asserts them.
   mosquitto-restart  the broker restarted (persistence on) while boards update: every report an agent
                      handed to its MQTT client reaches a persistent-session QoS 1 subscriber (the
                      controller's kind of session), none lost.
+  controller-kill    the controller killed (-9) in the middle of a batch and started again: the rollout
+                     resumes and completes, every board takes one desired document and makes one v2
+                     container for the release - none updated twice.
   registry-outage    the registry down and then stalled (a proxy that accepts and never answers) while an
                      update is due: the agent backs off with jitter, the update waits (reported, not
                      failed), nothing half-applied (the old version alone keeps running); then it lands.
@@ -17,6 +20,7 @@ same cases and asserts them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
@@ -331,17 +335,20 @@ def _key(generation: int, apps: dict[str, str], error: str | None) -> tuple[Any,
     return generation, tuple(sorted(apps.items())), error
 
 
-def logged_reports(log: Path) -> list[tuple[Any, ...]]:
-    """What the agent handed to its MQTT client: its 'reported' log lines (JSON)."""
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines for one event."""
     out = []
     for line in log.read_text().splitlines():
-        try:
+        with contextlib.suppress(ValueError):
             entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == "reported":
-            out.append(_key(entry["generation"], entry["apps"], entry.get("error")))
+            if isinstance(entry, dict) and entry.get("event") == event:
+                out.append(entry)
     return out
+
+
+def logged_reports(log: Path) -> list[tuple[Any, ...]]:
+    """What the agent handed to its MQTT client: its 'reported' log lines."""
+    return [_key(e["generation"], e["apps"], e.get("error")) for e in log_events(log, "reported")]
 
 
 @timed
@@ -393,6 +400,86 @@ def mosquitto_restart(root: Path, registry_host: str, docker_host: str, boards: 
     return case
 
 
+# -- the controller killed mid-batch -------------------------------------------------------------------
+
+def accepted_generations(log: Path) -> list[int]:
+    return [int(e["generation"]) for e in log_events(log, "desired state accepted")]
+
+
+@timed
+def controller_kill(root: Path, broker_url: str, registry_host: str, docker_host: str, boards: int = 3) -> Case:
+    # The controller as an operator runs it, in a process to kill -9 (the tests' harness for it).
+    from tests.support.fleet import ControllerProcess
+
+    case = Case("controller-kill", "the rollout resumes after the controller is killed mid-batch and completes; "
+                                   "each board accepts one desired document and creates one container for v2")
+    v1, _ = publish(registry_host, root, "faults/ctl", "1")
+    v2, _ = publish(registry_host, root, "faults/ctl", "2")
+    ctl = ControllerProcess(root / "ctl", broker_url).start()
+    client = docker.DockerClient(base_url=docker_host, timeout=30)
+    agents = [AgentProcess(f"fault-ctl{i}-{random.randrange(16**6):06x}", "linux/amd64", broker_url, docker_host,
+                           root / "agents", heartbeat_seconds=1, settle_seconds=1, deadline_seconds=60,
+                           controller_key=ctl.public_key).start() for i in range(boards)]
+    group = f"faults-{random.randrange(16**6):06x}"
+    health = {"settle_seconds": 1, "deadline_seconds": 60}
+    try:
+        api = ctl.client()
+        ids = {a.device_id for a in agents}
+        _until(lambda: sum(d["online"] for d in api.devices() if d["id"] in ids) == boards, 60, "boards online")
+        for a in agents:
+            api.join(a.device_id, group)
+        r1, r2 = (api.create_release("hello", ref, health=health) for ref in (v1, v2))
+        first = api.start_rollout("hello", r1["id"], f"group:{group}", canary=0, batch="100%", health_timeout=120)
+        assert api.wait_rollout(first["id"], timeout=120, interval=0.2)["state"] == "completed"
+        since = int(time.time())
+        before = {a.device_id: len(accepted_generations(a.log)) for a in agents}
+        rollout = api.start_rollout("hello", r2["id"], f"group:{group}", canary=1, batch=1, health_timeout=120)
+
+        def batch_one_under_way() -> bool:
+            targets = api.rollout(rollout["id"])["targets"]
+            return any(t["batch"] == 1 and t["state"] == "updating" for t in targets)
+        _until(batch_one_under_way, 120, "batch 1 under way")
+        killed_at = time.monotonic()
+        ctl.kill()
+        time.sleep(2)
+        ctl.start()
+        restarted_at = time.monotonic()
+        api = ctl.client()
+        done = api.wait_rollout(rollout["id"], timeout=180, interval=0.2)
+        completed_at = time.monotonic()
+        creates: dict[str, int] = {}
+        for event in client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                   filters={"type": "container", "event": "create"}):
+            labels = event.get("Actor", {}).get("Attributes", {})
+            if labels.get("io.tinyfleet.device") in ids and labels.get("io.tinyfleet.image") == v2:
+                creates[labels["io.tinyfleet.device"]] = creates.get(labels["io.tinyfleet.device"], 0) + 1
+        accepted = {a.device_id: len(accepted_generations(a.log)) - before[a.device_id] for a in agents}
+        states = sorted(t["state"] for t in done["targets"])
+        case.ok = (done["state"] == "completed" and states == ["converged"] * boards
+                   and all(creates.get(d) == 1 for d in ids) and all(n == 1 for n in accepted.values()))
+        case.seen = (f"rollout {done['state']} ({', '.join(states)}); desired documents accepted per board "
+                     f"{sorted(accepted.values())}, v2 containers created per board "
+                     f"{sorted(creates.get(d, 0) for d in ids)}")
+        case.figures = {"controller down": f"{restarted_at - killed_at:.1f} s",
+                        "restart -> rollout completed": f"{completed_at - restarted_at:.1f} s",
+                        "boards updated twice": sum(n > 1 for n in creates.values())}
+    finally:
+        for a in agents:
+            a.stop()
+            for c in client.containers.list(all=True, filters={"label": f"io.tinyfleet.device={a.device_id}"}):
+                c.remove(force=True)
+        ctl.stop()
+    return case
+
+
+def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.2)
+
+
 # -- the report ---------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -409,6 +496,8 @@ def main() -> None:
             "dockerd-restart": lambda: dockerd_restart(stack.root / "dr", stack.broker_url, stack.registry_host),  # type: ignore[arg-type]
             "mosquitto-restart": lambda: mosquitto_restart(stack.root / "mq", stack.registry_host,  # type: ignore[arg-type]
                                                            stack.docker_host),  # type: ignore[arg-type]
+            "controller-kill": lambda: controller_kill(stack.root / "ck", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
+                                                       stack.docker_host),  # type: ignore[arg-type]
             "registry-outage": lambda: registry_outage(stack.root / "ro", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
         }

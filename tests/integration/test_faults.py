@@ -28,3 +28,8 @@ def test_registry_down_then_stalled_during_an_update(tmp_path: Path, mosquitto, 
 
 def test_mosquitto_restarted_while_boards_update_loses_no_report(tmp_path: Path, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
     check(faults.mosquitto_restart(tmp_path, registry.host, dockerd.url))
+
+
+def test_controller_killed_mid_batch_resumes_and_updates_no_board_twice(tmp_path: Path, mosquitto, registry,  # type: ignore[no-untyped-def]
+                                                                         dockerd) -> None:
+    check(faults.controller_kill(tmp_path, mosquitto.url, registry.host, dockerd.url))
