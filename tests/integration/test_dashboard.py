@@ -107,7 +107,8 @@ def test_log_in_and_see_devices_come_online(browser: WebDriver, ctl: ControllerP
                     f"{device.device_id} online on the overview (no reload)")
         assert device.platform in row
         api.join(device.device_id, GROUP)
-    until(browser, lambda d: text(d, '[data-count="online"] .value') == str(len(devices)), "the online count")
+    # at least: retained messages of another test's boards on the shared broker would count too
+    until(browser, lambda d: int(text(d, '[data-count="online"] .value') or 0) >= len(devices), "the online count")
     until(browser, lambda d: all(GROUP in device_row(d, x.device_id) for x in devices), "the group on every row")
 
 
@@ -219,5 +220,5 @@ def test_start_another_and_abort_it_from_the_page(browser: WebDriver, ctl: Contr
     devices[2].drop_connection()  # a board loses power
     until(browser, lambda d: "offline" in text(d, f'#attention tr[data-device="{devices[2].device_id}"]'),
           "the lost board in 'need attention'")
-    assert text(browser, '[data-count="offline"] .value') == "1"
+    assert int(text(browser, '[data-count="offline"] .value')) >= 1
     shoot(browser, SHOTS, "overview")
