@@ -43,7 +43,7 @@ log = structlog.get_logger("controller.service")
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    db: Path
+    db: Path  # the SQLite database; its directory holds the API token and the signing key either way
     broker: str = "mqtt://127.0.0.1:1883"
     listen: str = "127.0.0.1:8080"  # port 0: pick a free one (see Controller.url)
     token_file: Path | None = None  # default: api-token beside the database
@@ -56,6 +56,7 @@ class ControllerConfig:
     registry_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
     registry_timeout: float = 10.0
+    database: str | None = field(default=None, repr=False)  # postgresql://... instead of SQLite at `db`
 
     @property
     def offline_after(self) -> float:
@@ -104,13 +105,13 @@ class Controller:
         except BaseException:
             self.stop()
             raise
-        log.info("controller started", api=self.url, broker=str(self.broker), db=str(self.config.db),
+        log.info("controller started", api=self.url, broker=str(self.broker), db=self.store.path,
                  offline_after=self.config.offline_after)
         return self
 
     def _start(self) -> None:
         c = self.config
-        self.store = Store(c.db)
+        self.store = Store(c.database or c.db)
         self.token = load_or_create(c.token_path)
         self.signer = signing.load_or_create(Path(c.db).parent)
         sock = self._bind()  # before any thread: a taken port fails here, cleanly

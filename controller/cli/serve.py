@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--broker", default=os.environ.get("TINYFLEET_BROKER", "mqtt://127.0.0.1:1883"),
                    metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (env TINYFLEET_BROKER)")
     p.add_argument("--db", type=Path, default=Path(os.environ.get("TINYFLEET_DB", "/var/lib/tinyfleet/controller.db")),
-                   metavar="PATH", help="SQLite database (env TINYFLEET_DB; default /var/lib/tinyfleet/controller.db)")
+                   metavar="PATH", help="SQLite database, and beside it the API token and signing key "
+                   "(env TINYFLEET_DB; default /var/lib/tinyfleet/controller.db)")
+    p.add_argument("--database", default=os.environ.get("TINYFLEET_DATABASE"), metavar="URL",
+                   help="the fleet's records in postgresql://USER@HOST[:PORT]/NAME (several controllers may share "
+                   "it) instead of SQLite at --db (env TINYFLEET_DATABASE)")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="API address (default 127.0.0.1:8080; loopback unless you put TLS in front)")
     p.add_argument("--token-file", type=Path, metavar="PATH",
@@ -83,7 +87,7 @@ def do_controller(args: argparse.Namespace) -> int:
             tick_interval=args.tick, broker_username=args.broker_username, broker_password=password,
             broker_ca_file=args.broker_ca_file,
             registry_credentials=registry_credentials(args.registry_credentials),
-            insecure_registries=tuple(args.insecure_registry))
+            insecure_registries=tuple(args.insecure_registry), database=args.database)
         controller = Controller(config).start()
     except (ControllerError, ValueError, OSError, tomllib.TOMLDecodeError) as exc:
         return fail(f"controller did not start: {exc}", Exit.USAGE if isinstance(exc, ValueError) else Exit.FAILED)

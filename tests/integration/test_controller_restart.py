@@ -37,8 +37,9 @@ def documents(device: EmulatedDevice) -> list[tuple[int, str]]:
     return out
 
 
-def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, mosquitto, images, prefix) -> None:  # type: ignore[no-untyped-def]
-    ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url).start()
+def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, mosquitto, images, prefix,  # type: ignore[no-untyped-def]
+                                                                store_url: str) -> None:
+    ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url, database=store_url).start()
     try:
         api = ctl.client()
         with emulated_fleet(mosquitto.port, prefix, ["linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/arm64"]) \
@@ -79,9 +80,9 @@ def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, 
     assert '"level": "error"' not in log, log[-2000:]
 
 
-def test_a_device_that_remembers_a_higher_generation_is_moved_above_it(tmp_path: Path, mosquitto, images,
-                                                                         prefix) -> None:  # type: ignore[no-untyped-def]
-    ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url).start()
+def test_a_device_that_remembers_a_higher_generation_is_moved_above_it(tmp_path: Path, mosquitto, images,  # type: ignore[no-untyped-def]
+                                                                         prefix, store_url: str) -> None:
+    ctl = ControllerProcess(tmp_path / "ctl", mosquitto.url, database=store_url).start()
     try:
         api = ctl.client()
         with emulated_fleet(mosquitto.port, prefix, ["linux/arm64"]) as [device]:

@@ -42,8 +42,9 @@ def prefix(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def ctl(tmp_path: Path, mosquitto) -> Iterator[Controller]:  # type: ignore[no-untyped-def]
-    with running_controller(tmp_path / "ctl" / "controller.db", mosquitto.url) as controller:
+def ctl(tmp_path: Path, mosquitto, store_url: str) -> Iterator[Controller]:  # type: ignore[no-untyped-def]
+    """A controller on each store in turn (SQLite, PostgreSQL)."""
+    with running_controller(tmp_path / "ctl" / "controller.db", mosquitto.url, database=store_url) as controller:
         yield controller
 
 

@@ -61,6 +61,7 @@ class ControllerProcess:
     root: Path
     broker_url: str
     port: int = 0
+    database: str | None = None  # a store_url: PostgreSQL, or a SQLite path instead of root/controller.db
 
     def __post_init__(self) -> None:
         self.db = self.root / "controller.db"
@@ -68,6 +69,7 @@ class ControllerProcess:
         exe = Path(sys.executable).parent / "tinyfleet"
         self.proc = ManagedProcess("tinyfleet-controller", [
             str(exe), "controller", "--broker", self.broker_url, "--db", str(self.db),
+            *(["--database", self.database] if self.database else []),
             "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", "1", "--tick", "0.2",
             "--log-format", "json"], self.root / "controller.log")
         self.url = f"http://127.0.0.1:{self.port}"
