@@ -12,6 +12,9 @@ same cases and asserts them.
   controller-kill    the controller killed (-9) in the middle of a batch and started again: the rollout
                      resumes and completes, every board takes one desired document and makes one v2
                      container for the release - none updated twice.
+  disk-full          the engine's disk (a small tmpfs) filled up before an update: a clear refusal before
+                     any layer is pulled, the old version keeps running, nothing left behind; the space
+                     of an image replaced earlier was reclaimed by the agent's pruning.
   registry-outage    the registry down and then stalled (a proxy that accepts and never answers) while an
                      update is due: the agent backs off with jitter, the update waits (reported, not
                      failed), nothing half-applied (the old version alone keeps running); then it lands.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import statistics
@@ -480,6 +484,88 @@ def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+# -- disk full ------------------------------------------------------------------------------------------
+
+MiB = 2**20
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@timed
+def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 192, pad_mib: int = 24) -> Case:
+    from controller.sandbox import binaries
+    from controller.sandbox.images import publish_demo
+
+    case = Case("disk-full", "an update that does not fit the engine's disk is refused before any layer is pulled, "
+                             "with the space it needs in the reason; the old version keeps running; no space lost; "
+                             "a replaced image's space is reclaimed")
+    data = root / "d" / "data"
+    data.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mib}m", "tmpfs", str(data)], check=True)
+    engine = None
+    try:
+        engine = Dockerd(root / "d").start()
+        built = binaries.build(root / "bin", ("linux/amd64",))
+        pad = root / "pad.bin"
+        pad.write_bytes(os.urandom(pad_mib * MiB))  # incompressible: compressed size = its size
+
+        def image(version: str, padded: bool) -> str:
+            return publish_demo(registry_host, "faults/disk", version, built, version=version, healthcheck=False,
+                                adds=((pad, "/padding.bin"),) if padded else ()).ref
+        big_old, small, big_new = image("0", True), image("1", False), image("2", True)
+        r = rig("disk", broker_url, engine.url, root)
+        try:
+            r.want(AppSpec("hello", big_old, health=HEALTH))
+            r.running(big_old)
+            with_big = _free(data)
+            r.want(AppSpec("hello", small, health=HEALTH))
+            r.running(small)
+            _until(lambda: len(r.client.images.list()) == 1, 30, "the replaced image pruned")
+            reclaimed = _free(data) - with_big
+            # Fill the disk so the next image (pad_mib compressed, x3 + the agent's 64 MiB reserve) cannot fit.
+            ballast = data / "ballast"
+            leave = 64 * MiB + 2 * pad_mib * MiB
+            with open(ballast, "wb") as f:
+                f.truncate(0)
+                chunk = b"\0" * MiB
+                while _free(data) > leave + MiB:
+                    f.write(chunk)
+                    f.flush()
+            free_before = _free(data)
+            (old,) = r.containers()
+            r.want(AppSpec("hello", big_new, health=HEALTH))
+            report = r.wait(lambda rep: rep.app("hello") is not None and rep.app("hello").phase == Phase.FAILED,  # type: ignore[union-attr]
+                            "the update refused")
+            status = report.app("hello")
+            time.sleep(2)
+            after = r.containers()
+            free_after = _free(data)
+            images = len(r.client.images.list())
+            ok_reason = "not enough space" in (status.error or "")  # type: ignore[union-attr]
+            case.ok = (ok_reason and [c.id for c in after] == [old.id] and after[0].status == "running"
+                       and status.current_image == small and images == 1  # type: ignore[union-attr]
+                       and abs(free_after - free_before) < MiB and reclaimed > pad_mib * MiB // 2)
+            old_state = after[0].status if after else "gone"
+            case.seen = (f"reported {status.phase.value}: '{status.error}'; old version {old_state} "  # type: ignore[union-attr]
+                         f"({len(after)} container), {images} image in the engine; free space "
+                         f"{free_before / MiB:.0f} -> {free_after / MiB:.0f} MiB")
+            case.figures = {"disk": f"{disk_mib} MiB tmpfs", "update": f"{pad_mib} MiB compressed",
+                            "free when refused": f"{free_before / MiB:.0f} MiB",
+                            "space lost by the refusal": f"{(free_before - free_after) / MiB:.1f} MiB",
+                            "reclaimed by pruning the replaced image": f"{reclaimed / MiB:.0f} MiB"}
+            ballast.unlink()
+        finally:
+            r.close()
+    finally:
+        if engine is not None:
+            engine.stop()  # unmounts what is under its root, the tmpfs too
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+    return case
+
+
 # -- the report ---------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -498,6 +584,7 @@ def main() -> None:
                                                            stack.docker_host),  # type: ignore[arg-type]
             "controller-kill": lambda: controller_kill(stack.root / "ck", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
+            "disk-full": lambda: disk_full(stack.root / "df", stack.broker_url, stack.registry_host),  # type: ignore[arg-type]
             "registry-outage": lambda: registry_outage(stack.root / "ro", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
         }

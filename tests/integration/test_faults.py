@@ -33,3 +33,7 @@ def test_mosquitto_restarted_while_boards_update_loses_no_report(tmp_path: Path,
 def test_controller_killed_mid_batch_resumes_and_updates_no_board_twice(tmp_path: Path, mosquitto, registry,  # type: ignore[no-untyped-def]
                                                                          dockerd) -> None:
     check(faults.controller_kill(tmp_path, mosquitto.url, registry.host, dockerd.url))
+
+
+def test_disk_full_refuses_the_update_clearly_and_the_old_version_runs(tmp_path: Path, mosquitto, registry) -> None:  # type: ignore[no-untyped-def]
+    check(faults.disk_full(tmp_path, mosquitto.url, registry.host))
