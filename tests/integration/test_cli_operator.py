@@ -88,6 +88,17 @@ def test_tags_groups_and_pins(env, fleet) -> None:  # type: ignore[no-untyped-de
     assert ok_json(env, "device", "untag", device, "rack")["tags"] == {"site": "berlin"}
 
 
+def test_device_update_force_sends_the_device_a_signed_document_that_forces_the_app(env, fleet) -> None:  # type: ignore[no-untyped-def]
+    device = fleet[2]
+    done = ok_json(env, "device", "update", "--force", device.device_id, "--app", "hello")
+    assert done["device"] == device.device_id and done["forced"] == ["hello"]
+    got = eventually(lambda: next((r.desired for r in device.received if r.desired.generation == done["generation"]),
+                                  None), what="the forced document on the device")
+    assert got.force == ("hello",)
+    line = run(env, "device", "update", "--force", device.device_id)
+    assert line.returncode == 0 and "past their update locks" in line.stdout
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["device", "show", "nope"], 5, "no device 'nope'"),
     (["device", "show", "bad$id"], 2, "may hold only"),
