@@ -103,6 +103,12 @@ class Postgres:
         self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def create_schema(self, name: str) -> str:
+        """A fresh, empty schema in the default database, and a URL whose connections use it: cheaper than
+        a database per test (no files to copy), as isolated for the store."""
+        self.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url()}?options=-csearch_path%3D{name}"
+
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -3,7 +3,6 @@ FastAPI's TestClient in-process, on a real store."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ TOKEN = "t" * 43
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    w = World(tmp_path / "f.db")
+def world(store_url: str) -> World:
+    w = World(store_url)
     w.online("pi-1", "pi-2")
     w.store.add_release(release(1))
     w.store.add_release(release(2, app="other"))

@@ -35,7 +35,7 @@ class Clock:
 
 
 class World:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.clock = Clock()
         self.store = Store(path)
         self.broker = Broker()
@@ -62,8 +62,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path / "f.db")
+def world(store_url: str) -> World:
+    return World(store_url)
 
 
 def test_a_staged_rollout_walks_canary_then_batches_as_devices_converge(world: World) -> None:
@@ -277,7 +277,7 @@ def test_a_pause_between_chunks_holds_the_rest_of_the_batch(world: World, monkey
 
 
 def test_a_controller_that_dies_between_chunks_starts_the_rest_after_a_restart(
-        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: World, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     rollout_id = big_batch(world, monkeypatch)
 
     class Died(BaseException):
@@ -292,7 +292,7 @@ def test_a_controller_that_dies_between_chunks_starts_the_rest_after_a_restart(
     with pytest.raises(Died):
         world.engine.tick()
     world.store.close()
-    again = World(tmp_path / "f.db")  # the restarted controller, on the same database
+    again = World(store_url)  # the restarted controller, on the same database
     again.broker.sent = world.broker.sent
     again.clock.now = world.clock.now
     again.engine.tick()

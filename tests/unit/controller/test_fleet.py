@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from controller.errors import InvalidRequest, NotFound
@@ -27,8 +25,8 @@ def test_online_needs_a_live_status_and_a_recent_sign_of_life(status_online: boo
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    store = Store(tmp_path / "f.db")
+def fleet(store_url: str) -> Fleet:
+    store = Store(store_url)
     seen(store, "pi-1", at=100)
     return Fleet(store, offline_after=3, clock=lambda: 101.0)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -61,8 +60,8 @@ def test_an_empty_retained_payload_is_a_deletion_not_a_message() -> None:
     assert classify(topics.status("pi-1"), b"") is CLEARED
 
 
-def test_the_writer_stores_good_messages_counts_bad_ones_and_keeps_going(tmp_path: Path) -> None:
-    store = Store(tmp_path / "f.db")
+def test_the_writer_stores_good_messages_counts_bad_ones_and_keeps_going(store_url: str) -> None:
+    store = Store(store_url)
     metrics = Metrics()
     woken = []
     ingest = Ingest(store, metrics, stale_after=3, on_written=woken.append, clock=lambda: 50.0)
@@ -78,16 +77,16 @@ def test_the_writer_stores_good_messages_counts_bad_ones_and_keeps_going(tmp_pat
     assert woken == [True]  # a status arrived: the engine is woken
 
 
-def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
+def test_a_full_queue_drops_and_counts_instead_of_growing(store_url: str) -> None:
     metrics = Metrics()
-    ingest = Ingest(Store(tmp_path / "f.db"), metrics, stale_after=3, max_queue=2)
+    ingest = Ingest(Store(store_url), metrics, stale_after=3, max_queue=2)
     for _ in range(5):
         ingest.submit(topics.status("pi-1"), GOOD, retained=False)
     assert metrics.dropped.labels("overload")._value.get() == 3
 
 
-def test_messages_submitted_before_stop_are_written(tmp_path: Path) -> None:
-    store = Store(tmp_path / "f.db")
+def test_messages_submitted_before_stop_are_written(store_url: str) -> None:
+    store = Store(store_url)
     ingest = Ingest(store, Metrics(), stale_after=3, max_batch=7)
     for i in range(50):
         ingest.submit(topics.status(f"d{i:02d}"), encode(status(f"d{i:02d}")), retained=True)

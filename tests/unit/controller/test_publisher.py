@@ -47,8 +47,8 @@ def fleet(path: Path) -> tuple[Store, Broker, Publisher]:
     return store, broker, Publisher(store, broker, SIGNER, clock=lambda: 1000.0)
 
 
-def test_a_document_carries_every_assigned_app_in_name_order(tmp_path: Path) -> None:
-    store, broker, pub = fleet(tmp_path / "f.db")
+def test_a_document_carries_every_assigned_app_in_name_order(store_url: str) -> None:
+    store, broker, pub = fleet(store_url)
     seen(store, "pi-1")
     zeta, alpha = store.add_release(release(1, app="zeta")), store.add_release(release(2, app="alpha"))
     store.assign("pi-1", "zeta", zeta.id, None, 1)
@@ -62,21 +62,21 @@ def test_a_document_carries_every_assigned_app_in_name_order(tmp_path: Path) -> 
     assert pub.flush() == 0  # nothing changed since
 
 
-def test_generations_keep_growing_across_a_restart(tmp_path: Path) -> None:
-    store, broker, pub = fleet(tmp_path / "f.db")
+def test_generations_keep_growing_across_a_restart(store_url: str) -> None:
+    store, broker, pub = fleet(store_url)
     seen(store, "pi-1")
     r1, r2 = store.add_release(release(1)), store.add_release(release(2))
     store.assign("pi-1", "hello", r1.id, None, 1)
     pub.flush()
     store.close()
-    store, broker, pub = fleet(tmp_path / "f.db")  # a new controller process
+    store, broker, pub = fleet(store_url)  # a new controller process
     store.assign("pi-1", "hello", r2.id, None, 2)
     pub.flush()
     assert [d.generation for d in broker.documents()] == [2]
 
 
-def test_a_device_that_reports_a_higher_generation_gets_one_above_it(tmp_path: Path) -> None:
-    store, broker, pub = fleet(tmp_path / "f.db")
+def test_a_device_that_reports_a_higher_generation_gets_one_above_it(store_url: str) -> None:
+    store, broker, pub = fleet(store_url)
     seen(store, "pi-1")
     r1 = store.add_release(release(1))
     store.assign("pi-1", "hello", r1.id, None, 1)
@@ -87,8 +87,8 @@ def test_a_device_that_reports_a_higher_generation_gets_one_above_it(tmp_path: P
     assert broker.documents()[1].apps == broker.documents()[0].apps
 
 
-def test_an_older_document_is_never_sent_after_a_newer_one(tmp_path: Path) -> None:
-    _, broker, pub = fleet(tmp_path / "f.db")
+def test_an_older_document_is_never_sent_after_a_newer_one(store_url: str) -> None:
+    _, broker, pub = fleet(store_url)
     pub.send([("pi-1", 3, b"three")])
     pub.send([("pi-1", 2, b"two"), ("pi-2", 1, b"one")])
     pub.send([("pi-1", 3, b"three")])  # the same one again is fine (a re-delivery)
@@ -96,9 +96,9 @@ def test_an_older_document_is_never_sent_after_a_newer_one(tmp_path: Path) -> No
                            (topics.desired("pi-1"), b"three")]
 
 
-def published(tmp_path: Path) -> tuple[Store, Broker, Publisher]:
+def published(store_url: str) -> tuple[Store, Broker, Publisher]:
     """Devices a and b on release 1, their documents sent."""
-    store, broker, pub = fleet(tmp_path / "f.db")
+    store, broker, pub = fleet(store_url)
     seen(store, "a", "b")
     r1 = store.add_release(release(1))
     for d in ("a", "b"):
@@ -107,16 +107,16 @@ def published(tmp_path: Path) -> tuple[Store, Broker, Publisher]:
     return store, broker, pub
 
 
-def test_republishing_sends_the_stored_bytes_unchanged(tmp_path: Path) -> None:
-    store, broker, pub = published(tmp_path)
+def test_republishing_sends_the_stored_bytes_unchanged(store_url: str) -> None:
+    store, broker, pub = published(store_url)
     first = list(broker.sent)
     broker.sent.clear()
     assert pub.republish_all() == 2
     assert broker.sent == first
 
 
-def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new_key(tmp_path: Path) -> None:
-    store, broker, pub = published(tmp_path)
+def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new_key(store_url: str) -> None:
+    store, broker, pub = published(store_url)
     before = {topic: decode(payload) for topic, payload in broker.sent}
     new = Signer.generate()
     rotated = Publisher(store, broker, Signer(new.private, new.public, (SIGNER.endorse(new.public),)),
@@ -132,8 +132,8 @@ def test_after_a_key_rotation_republishing_signs_the_same_documents_with_the_new
     assert sorted(stored.values()) == sorted(p for _, p in broker.sent), "kept signed: done once, not per reconnect"
 
 
-def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(tmp_path: Path) -> None:
-    store, broker, pub = published(tmp_path)
+def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(store_url: str) -> None:
+    store, broker, pub = published(store_url)
     broker.sent.clear()
     generation, forced = pub.force("a")
     (topic, payload), = broker.sent
@@ -148,11 +148,11 @@ def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(t
     assert decode(broker.sent[-1][1]).force == ()  # type: ignore[union-attr]  # the next document lets locks hold
 
 
-def test_a_release_s_lock_max_wait_reaches_the_board_and_survives_the_store(tmp_path: Path) -> None:
+def test_a_release_s_lock_max_wait_reaches_the_board_and_survives_the_store(store_url: str) -> None:
     from dataclasses import replace as with_
 
     from protocol import UpdateLockPolicy
-    store, broker, pub = fleet(tmp_path / "f.db")
+    store, broker, pub = fleet(store_url)
     seen(store, "a")
     patient = store.add_release(with_(release(1), lock_max_wait=600.0))
     assert store.same_release(with_(release(1), lock_max_wait=600.0)) == patient

@@ -4,8 +4,6 @@ origin (CSRF). FastAPI's TestClient in-process, on a real store (its origin is h
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,8 +18,8 @@ OWN = "http://testserver"
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> TestClient:
-    world = World(tmp_path / "f.db")
+def browser(store_url: str) -> TestClient:
+    world = World(store_url)
     world.online("pi-1")
     world.store.add_release(release(1))
     metrics = Metrics()
