@@ -44,9 +44,10 @@ def retained_desired(port: int, device_id: str) -> DesiredState | None:
     return got[0] if got else None
 
 
-def test_the_controller_outlives_its_broker(tmp_path: Path) -> None:
+def test_the_controller_outlives_its_broker(tmp_path: Path, store_url: str) -> None:
     port = free_port()
-    controller = Controller(controller_config(tmp_path / "ctl" / "controller.db", f"mqtt://127.0.0.1:{port}")).start()
+    controller = Controller(controller_config(tmp_path / "ctl" / "controller.db", f"mqtt://127.0.0.1:{port}",
+                                              database=store_url)).start()
     broker = Mosquitto(tmp_path / "mqtt", port=port)
     try:
         api = client_of(controller)
