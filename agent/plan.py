@@ -13,7 +13,8 @@ which two containers cannot share: then the old one is stopped just before the c
 Update locks (agent.locks): while the running app holds its lock, an update is verified and pulled but
 the candidate is not created; the app is reported pending and `locked` (holder, since, until when). The
 update goes ahead when the lock is released or expires, when the release's `update_lock.max_wait_seconds`
-have passed since the lock first held this spec back, or when the desired state forces the app.
+have passed since the lock first held this spec back, or when the desired state forces the app. A lock
+taken before the running container (last) started was left by a process that is gone, and holds nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from protocol import AppSpec, AppStatus, DesiredState, HealthPolicy, LockHeld, P
 
 POLL_S = 1.0  # how often to look at a candidate whose health is still settling
 LOCK_POLL_S = 5.0  # how often to look whether an update lock was released (one stat, but a look at the engine)
+# The engine notes a container's start time after its process runs: a lock taken at once can look older.
+LOCK_START_SLACK_S = 2.0
 SPACE_FACTOR = 3  # room needed for a pull: compressed download + extracted layers, with margin
 
 
@@ -94,6 +97,8 @@ def _hold_for_lock(spec: AppSpec, old: ContainerView | None, facts: Facts,
     lock = facts.locks.get(spec.name)
     if lock is None or forced or old is None or not old.running:
         return None
+    if old.started_at is not None and lock.since < old.started_at - LOCK_START_SLACK_S:
+        return None  # taken before the running process started: left by a process that is gone (a crash, a restart)
     spec_hash = spec.spec_hash()
     held = facts.remembered(spec.name).held
     out: list[s.Step] = []

@@ -5,6 +5,8 @@ operator forces it."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import replace
 
@@ -72,6 +74,21 @@ def test_a_lock_left_by_a_dead_process_expires(board, images) -> None:  # type: 
     assert_pulled_not_switched(b, images)
     b.wait_phase("hello", Phase.RUNNING, images["v2"].ref, timeout=60)
     print(f"\nthe leaked lock held v2 {time.monotonic() - wanted_at:.1f}s (lifetime 12 s from its mtime)")
+
+
+def test_a_lock_older_than_the_running_container_holds_nothing(board, images) -> None:  # type: ignore[no-untyped-def]
+    b = board(PLATFORM)
+    b.want(app(images["v1"]))
+    b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+    lock = b.agent.state_dir / "locks" / "hello" / "update.lock"  # as a process that crashed left it
+    lock.write_text(json.dumps({"owner": "crashed-job", "expires": time.time() + 3000}))
+    (v1,) = b.containers("hello")
+    v1.restart(timeout=2)  # the app's process is a new one now
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    b.want(app(images["v2"]))
+    report = b.wait_phase("hello", Phase.RUNNING, images["v2"].ref, timeout=60)
+    assert not any(r.app("hello") and r.app("hello").locked for r in b.peer.history.get(b.id, [])  # type: ignore[union-attr]
+                   if r.generation == report.generation)
 
 
 @pytest.mark.parametrize("how", ["operator forces it", "release's max wait is over"])

@@ -52,7 +52,7 @@ def test_an_update_waits_for_the_lock_and_lands_when_it_is_released(tmp_path: Pa
     board.want(1, app("w1"))
     board.converge()
     lock = board.reconciler.locks.dir_for("web") / LOCK_FILE
-    lock.write_text(json.dumps({"owner": "print-job-42", "expires": board.clock.now + 3600}))
+    lock.write_text(json.dumps({"owner": "print-job-42", "since": board.clock.now, "expires": board.clock.now + 3600}))
     board.want(2, app("w2"))
     for _ in range(5):
         assert board.reconciler.reconcile().transient is None
