@@ -94,7 +94,11 @@ class Agent:
         self.wake.set()
 
     def _status(self, online: bool) -> bytes:
-        return protocol.encode(Status(self.device_id, online, round(time.time(), 3), __version__, str(self.platform)))
+        """Online, also the connect handshake: the generation this board has (the controller answers
+        with a newer document if it holds one)."""
+        generation = max(self.store.current.accepted_generation, 0) if online else None
+        return protocol.encode(Status(self.device_id, online, round(time.time(), 3), __version__, str(self.platform),
+                                      generation))
 
     # -- the loop -------------------------------------------------------------------------------
 

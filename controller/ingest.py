@@ -71,11 +71,13 @@ def classify(topic: str, payload: bytes) -> Message | Dropped | None:
 class Ingest:
     def __init__(self, store: Store, metrics: Metrics, stale_after: float, *,
                  on_written: Callable[[bool], None] = lambda state_changed: None,
+                 on_hello: Callable[[dict[str, int]], None] = lambda announced: None,
                  clock: Callable[[], float] = time.time, max_batch: int = 5000, max_queue: int = 1_000_000) -> None:
         self.store = store
         self.metrics = metrics
         self.stale_after = stale_after
         self.on_written = on_written
+        self.on_hello = on_hello  # after the write: {device: generation} that live agents announced on connect
         self.clock = clock
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -140,6 +142,10 @@ class Ingest:
                 return 0
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.on_written(state_changed)
+            announced = {i.message.device_id: i.message.generation for i in batch if i.live
+                         and isinstance(i.message, Status) and i.message.online and i.message.generation is not None}
+            if announced:
+                self.on_hello(announced)
         if self._queue.empty():
             self._idle.set()
         return len(batch)

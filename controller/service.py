@@ -131,7 +131,8 @@ class Controller:
         self.releases = Releases(self.store, registry, self.clock)
         self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock)
         self.ingest = Ingest(self.store, self.metrics, c.offline_after, clock=self.clock,
-                             on_written=lambda changed: self.engine.wake.set() if changed else None)
+                             on_written=lambda changed: self.engine.wake.set() if changed else None,
+                             on_hello=self._answer_hello)
         self.metrics.watch(self.fleet.count, self.store.rollout_states)
         self._spawn("ingest", lambda: self.ingest.run(self._stop))
         self._spawn("engine", lambda: self.engine.run(self._stop, c.tick_interval))
@@ -140,6 +141,13 @@ class Controller:
 
     def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
         self.ingest.submit(topic, payload, retained)
+
+    def _answer_hello(self, announced: dict[str, int]) -> None:
+        """Agents that connected saying which generation they have: a newer stored document goes to each
+        again (the same bytes), whether or not the broker still holds it retained."""
+        sent = self.publisher.send(self.store.documents_newer_than(announced))
+        if sent:
+            log.info("desired states sent again to agents that connected behind", documents=sent)
 
     def _broker_connected(self) -> None:
         self.engine.republish.set()  # the engine thread sends them; never block paho's network thread

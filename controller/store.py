@@ -52,7 +52,9 @@ INSERT INTO devices (id, first_seen, last_seen, online_since, status_online, pla
 VALUES (:id, :now, :seen, :seen, :online, :platform, :agent_version, :json)
 ON CONFLICT(id) DO UPDATE SET {_ALIVE}, status_online = :online,
     platform = COALESCE(:platform, devices.platform),
-    agent_version = COALESCE(:agent_version, devices.agent_version), status_json = :json"""
+    agent_version = COALESCE(:agent_version, devices.agent_version), status_json = :json,
+    needs_publish = CASE WHEN devices.desired_payload IS NOT NULL AND :generation > devices.desired_generation
+                         THEN 1 ELSE devices.needs_publish END"""
 _HEALTH_SQL = f"""
 INSERT INTO devices (id, first_seen, last_seen, online_since, status_online, agent_version, health_json, health_at)
 VALUES (:id, :now, :seen, :seen, :alive, :agent_version, :json, :now)
@@ -204,7 +206,7 @@ class Store:
                                           "json": json.dumps(m.to_dict(), separators=(",", ":"))}
                 if isinstance(m, Status):
                     params.update(seen=seen if m.online else None, online=int(m.online), platform=m.platform,
-                                  agent_version=m.agent_version)
+                                  agent_version=m.agent_version, generation=m.generation)
                     self._db.execute(_STATUS_SQL, params)
                 elif isinstance(m, Health):
                     params.update(seen=seen, alive=int(item.live), agent_version=m.agent_version)
@@ -395,6 +397,13 @@ class Store:
                                        (generation, payload, device_id, generation))
                 if cur.rowcount != 1:
                     raise StoreError(f"desired generation {generation} for {device_id} is not above the stored one")
+
+    def documents_newer_than(self, announced: dict[str, int]) -> list[tuple[str, int, bytes]]:
+        """(device id, generation, the exact bytes last sent) for each device that announced an older
+        generation than its stored document (the connect handshake)."""
+        rows = self._rows("SELECT id, desired_generation, desired_payload FROM devices WHERE desired_payload IS NOT "
+                          "NULL AND id IN (SELECT value FROM json_each(?)) ORDER BY id", (json.dumps(list(announced)),))
+        return [(i, g, bytes(p)) for i, g, p in rows if g > announced[i]]
 
     def devices_needing_publish(self, limit: int = 10_000) -> list[str]:
         return [r[0] for r in self._rows("SELECT id FROM devices WHERE needs_publish = 1 ORDER BY id LIMIT ?",

@@ -421,11 +421,16 @@ class Health:
 
 @dataclass(frozen=True)
 class Status:
+    """A board's presence. Online, it is also the connect handshake (1.3): `generation` is the desired
+    generation the agent has accepted (0: none yet), and a controller holding a newer document sends it
+    again, so a board does not depend on the broker's retained copy alone. None: an agent before 1.3."""
+
     device_id: str
     online: bool
     ts: float | None = None
     agent_version: str | None = None
     platform: str | None = None
+    generation: int | None = None  # 1.3
 
     kind = "status"
 
@@ -434,11 +439,14 @@ class Status:
         return cls(device_id=validate_device_id(r.raw("device_id"), r.at("device_id")),
                    online=r.bool("online"), ts=r.num("ts", None, hi=1e11),
                    agent_version=r.str("agent_version", None, max_len=32),
-                   platform=r.str("platform", None, max_len=32))
+                   platform=r.str("platform", None, max_len=32), generation=r.int("generation", None))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "online": self.online, "ts": self.ts,
-                "agent_version": self.agent_version, "platform": self.platform}
+        out: dict[str, Any] = {"device_id": self.device_id, "online": self.online, "ts": self.ts,
+                               "agent_version": self.agent_version, "platform": self.platform}
+        if self.generation is not None:  # left out when None: an offline status encodes as before
+            out["generation"] = self.generation
+        return out
 
 
 __all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Endorsement", "Health", "HealthPolicy", "Limits",

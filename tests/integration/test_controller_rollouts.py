@@ -162,6 +162,29 @@ def test_a_device_that_joins_the_group_later_gets_the_groups_release(ctl, mosqui
         assert shown["apps"][0]["release"] == v2["id"] and shown["desired"]["apps"][0]["image"] == v2["image"]
 
 
+def test_a_board_that_connects_behind_is_sent_its_document_without_the_retained_copy(ctl, mosquitto, images,  # type: ignore[no-untyped-def]
+                                                                                      prefix) -> None:
+    """The connect handshake (protocol 1.3): the board says which generation it has and the controller
+    answers. Here the broker lost the retained document and the board its state (both start afresh)."""
+    api = client_of(ctl)
+    with emulated_fleet(mosquitto.port, prefix, ["linux/arm64"]) as [device]:
+        device.handshake = True
+        in_group(api, [device], prefix)
+        v1 = api.create_release("hello", images["v1"])
+        assert settled(api, api.start_rollout("hello", v1["id"], f"group:{prefix}")["id"])["state"] == "completed"
+        device.drop_connection()
+        clear = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        clear.connect("127.0.0.1", mosquitto.port)
+        clear.loop_start()
+        clear.publish(topics.desired(device.device_id), b"", qos=1, retain=True).wait_for_publish(5)
+        clear.disconnect()
+        clear.loop_stop()
+        device.accepted, device.current = 0, {}
+        device.reconnect()
+        eventually(lambda: device.runs("hello") == v1["image"], what="the document sent again on connect")
+        assert device.generations() == [1, 1], "the same document again, not a new generation"
+
+
 def test_release_create_checks_the_fleets_platforms_and_the_budget(ctl, mosquitto, images, prefix) -> None:  # type: ignore[no-untyped-def]
     api = client_of(ctl)
     with emulated_fleet(mosquitto.port, prefix, ["linux/arm/v6", "linux/arm64"]) as devices:

@@ -38,6 +38,7 @@ class EmulatedDevice:
     fail_images: set[str] = field(default_factory=set)  # images whose health check "fails" here
     received: list[Received] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
+    handshake: bool = False  # announce the accepted generation on connect (protocol 1.3), as the agent does
 
     def __post_init__(self) -> None:
         self.accepted = 0
@@ -80,9 +81,9 @@ class EmulatedDevice:
         if self._stopped.is_set():  # connected only to clean up
             self._connected.set()
             return
-        client.publish(topics.status(self.device_id), encode(Status(self.device_id, online=True, ts=time.time(),
-                                                                    agent_version="emulated",
-                                                                    platform=self.platform)), qos=1, retain=True)
+        client.publish(topics.status(self.device_id), encode(Status(
+            self.device_id, online=True, ts=time.time(), agent_version="emulated", platform=self.platform,
+            generation=self.accepted if self.handshake else None)), qos=1, retain=True)
         client.subscribe(topics.desired(self.device_id), qos=1)
         self._connected.set()
 

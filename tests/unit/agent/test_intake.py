@@ -147,7 +147,7 @@ def test_without_a_key_only_the_insecure_mode_accepts_unsigned_states() -> None:
 
 
 def test_newer_minor_is_accepted_and_lists_what_it_ignored() -> None:
-    verdict = intake((GOLDEN / "desired-1.3-newer-minor.json").read_bytes(), AgentState(), "pi-zero-0001", None)
+    verdict = intake((GOLDEN / "desired-1.9-newer-minor.json").read_bytes(), AgentState(), "pi-zero-0001", None)
     assert verdict.outcome == "accepted" and "body.rollout_id" in verdict.ignored_fields
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,17 @@ def test_the_writer_stores_good_messages_counts_bad_ones_and_keeps_going(store_u
     dropped = {s.labels["reason"]: s.value for s in metrics.dropped.collect()[0].samples if s.name.endswith("_total")}
     assert dropped == {"oversized": 1, "bad_topic": 0, "malformed": 1, "forged": 1, "overload": 0}
     assert woken == [True]  # a status arrived: the engine is woken
+
+
+def test_boards_that_connect_live_announcing_a_generation_are_handed_to_the_handshake(store_url: str) -> None:
+    hellos: list[dict[str, int]] = []
+    ingest = Ingest(Store(store_url), Metrics(), stale_after=3, on_hello=hellos.append, clock=lambda: 50.0)
+    ingest.submit(topics.status("new"), encode(replace(status("new"), generation=3)), retained=False)
+    ingest.submit(topics.status("old"), encode(replace(status("old"), generation=1)), retained=True)  # history
+    ingest.submit(topics.status("pre13"), encode(status("pre13")), retained=False)  # an agent before 1.3
+    ingest.submit(topics.status("gone"), encode(replace(status("gone", online=False), generation=2)), retained=False)
+    assert ingest.drain() == 4
+    assert hellos == [{"new": 3}]
 
 
 def test_a_full_queue_drops_and_counts_instead_of_growing(store_url: str) -> None:

@@ -167,6 +167,22 @@ def test_a_generation_never_goes_back(store: Store) -> None:
     assert store.desired_payloads() == [("a", 5, b"five")]
 
 
+@pytest.mark.parametrize(("announced", "sent_again", "due"), [
+    (0, [("a", 5, b"five")], []),  # a board that lost its state, or never got the document
+    (4, [("a", 5, b"five")], []),
+    (5, [], []),  # up to date: nothing to answer
+    (9, [], ["a"]),  # above what the store holds (an old backup): a new document above it is due
+])
+def test_a_board_announcing_its_generation_on_connect_is_answered_from_the_stored_document(
+        store: Store, announced: int, sent_again: list, due: list[str]) -> None:  # type: ignore[type-arg]
+    seen(store, "a", "b")
+    store.save_desired_many([("a", 5, b"five")])
+    hello = replace(status("a"), generation=announced)
+    store.record([Incoming(hello, live=True)], now=101, stale_after=3)
+    assert store.documents_newer_than({"a": announced, "b": 0}) == sent_again  # b has no document
+    assert store.devices_needing_publish() == due
+
+
 def test_a_batch_of_assignments_applies_in_order_and_names_only_the_devices_that_changed(store: Store) -> None:
     seen(store, "a", "b", "c")
     r1, r2 = store.add_release(release(1)), store.add_release(release(2))

@@ -206,15 +206,23 @@ def test_a_reported_lock_round_trips_and_is_absent_when_not_held() -> None:
     assert "locked" not in json.loads(protocol.encode(report))["body"]["apps"][1]
 
 
+def test_an_online_status_carries_the_connect_handshake_and_an_older_one_decodes_without_it() -> None:
+    hello = protocol.Status("pi-1", online=True, generation=7)
+    assert protocol.decode(protocol.encode(hello)) == hello
+    older = (GOLDEN / "status-1.0.json").read_bytes()
+    assert protocol.decode(older).generation is None  # type: ignore[union-attr]
+    assert "generation" not in json.loads(protocol.encode(protocol.Status("pi-1", online=False)))["body"]
+
+
 def test_newer_minor_is_applied_with_unknown_fields_ignored_and_listed() -> None:
-    envelope = codec.open_envelope((GOLDEN / "desired-1.3-newer-minor.json").read_bytes())
-    assert envelope.version == (1, 3)
+    envelope = codec.open_envelope((GOLDEN / "desired-1.9-newer-minor.json").read_bytes())
+    assert envelope.version == (1, 9)
     assert envelope.message.generation == 8  # type: ignore[union-attr]
     assert envelope.ignored == ("body.apps[0].update_strategy", "body.rollout_id", "trace")
 
 
 def test_same_minor_with_unknown_field_is_an_error() -> None:
-    doc = json.loads((GOLDEN / "desired-1.3-newer-minor.json").read_bytes())
+    doc = json.loads((GOLDEN / "desired-1.9-newer-minor.json").read_bytes())
     doc["v"] = codec.SCHEMA_VERSION
     with pytest.raises(ProtocolError, match="not a known field"):
         protocol.decode(json.dumps(doc))
