@@ -12,7 +12,7 @@ The file's content is optional and read leniently (an app is not a protocol peer
   - one line of plain text: the owner.
 A lock without a readable expiry expires `lifetime` seconds after the file was last modified, so a
 lock left behind by a dead process cannot block updates forever (touching the file keeps it held).
-An expiry further away than `lifetime` from now is cut down to that: an app cannot take a lock for a year.
+An expiry further away than that is cut down to it: an app cannot take a lock for a year and die.
 
 This module is an adapter of the host file system: it reads what is there into agent.model.UpdateLock
 and never raises for a garbled file (a lock it cannot read is taken as held by "unknown").
@@ -66,7 +66,7 @@ def parse(content: bytes, mtime: float, now: float, lifetime: float) -> UpdateLo
         owner = text.splitlines()[0]
     since = min(since, now) if since is not None else mtime
     expires = expires if expires is not None else mtime + lifetime
-    return UpdateLock(holder=owner[:128] or "unknown", since=since, expires=min(expires, now + lifetime))
+    return UpdateLock(holder=owner[:128] or "unknown", since=since, expires=min(expires, mtime + lifetime))
 
 
 class LockDirs:

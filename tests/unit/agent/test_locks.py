@@ -26,7 +26,7 @@ LIFETIME = 600.0
     (json.dumps({"owner": "m", "since": NOW - 500, "expires": "2027-01-15T08:00:30+00:00"}).encode(),
      UpdateLock("m", NOW - 500, 1800000030.0)),  # ISO 8601 expiry, own `since`
     (json.dumps({"owner": "greedy", "expires": NOW + 10**7}).encode(),
-     UpdateLock("greedy", MTIME, NOW + LIFETIME)),  # no lock for a year: cut to the lifetime
+     UpdateLock("greedy", MTIME, MTIME + LIFETIME)),  # no lock for a year: the lifetime from its last touch
     (b"{not json", UpdateLock("{not json", MTIME, MTIME + LIFETIME)),  # garbled: still a lock, still expires
     (json.dumps({"owner": "x", "expires": True}).encode(), UpdateLock("x", MTIME, MTIME + LIFETIME)),
 ])
@@ -52,7 +52,8 @@ def test_an_update_waits_for_the_lock_and_lands_when_it_is_released(tmp_path: Pa
     board.want(1, app("w1"))
     board.converge()
     lock = board.reconciler.locks.dir_for("web") / LOCK_FILE
-    lock.write_text(json.dumps({"owner": "print-job-42", "since": board.clock.now, "expires": board.clock.now + 3600}))
+    lock.write_text(json.dumps({"owner": "print-job-42", "expires": board.clock.now + 3600}))
+    os.utime(lock, (board.clock.now, board.clock.now))  # taken now, on the board's (fake) clock
     board.want(2, app("w2"))
     for _ in range(5):
         assert board.reconciler.reconcile().transient is None
