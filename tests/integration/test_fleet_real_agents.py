@@ -280,7 +280,8 @@ def test_a_staged_rollout_moves_real_agents_canary_first_then_batch_by_batch(ctl
         boards.assert_runs(a, v2, "2")
     shown = {d["id"]: d["apps"] for d in api.devices(f"group:{prefix}")}
     assert all(apps == [{"name": APP, "release": v2["id"], "phase": "running", "health": "healthy",
-                         "current_image": v2["image"], "error": None}] for apps in shown.values()), shown
+                         "current_image": v2["image"], "error": None, "locked": None}]
+               for apps in shown.values()), shown
 
     # A board that joins the group afterwards gets the group's current release.
     (late,) = boards.start("linux/arm/v6", trusting=ctl.public_key)
