@@ -21,6 +21,7 @@ import structlog
 from controller import rollout as machine
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.fleet import Fleet, check_app
+from controller.lease import Lease
 from controller.model import Binding, DeviceRecord
 from controller.publisher import Publisher
 from controller.releases import Releases
@@ -36,8 +37,9 @@ Outbox = list[tuple[str, int, bytes]]
 
 class Engine:
     def __init__(self, store: Store, fleet: Fleet, releases: Releases, publisher: Publisher,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lease: Lease | None = None) -> None:
         self.store = store
+        self.lease = lease  # several controllers on one database: only the lease's holder makes passes
         self.fleet = fleet
         self.releases = releases
         self.publisher = publisher
@@ -134,7 +136,8 @@ class Engine:
             if stop.is_set():
                 return
             try:
-                self.tick()
+                if self.lease is None or self.lease.held():
+                    self.tick()
             except Exception:  # keep going: a bad pass must not stop rollouts; the next pass retries
                 log.exception("engine pass failed")
 

@@ -29,12 +29,22 @@ SUBSCRIPTIONS = [(topics.subscription(Channel.REPORTED), 1), (topics.subscriptio
                  (topics.subscription(Channel.HEALTH), 0)]
 
 
+def subscriptions(share_group: str | None) -> list[tuple[str, int]]:
+    """The device channels; with a share group, as MQTT shared subscriptions ($share/GROUP/...), so that
+    several controllers on one database split the reports instead of each writing every one."""
+    if share_group is None:
+        return list(SUBSCRIPTIONS)
+    return [(f"$share/{share_group}/{topic}", qos) for topic, qos in SUBSCRIPTIONS]
+
+
 class MqttLink:
     def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool], None],
                  on_connected: Callable[[], None] = lambda: None,
                  on_state: Callable[[bool], None] = lambda connected: None,
-                 keepalive: int = 30, max_inflight: int = 1000, ca_file: str | None = None) -> None:
+                 keepalive: int = 30, max_inflight: int = 1000, ca_file: str | None = None,
+                 share_group: str | None = None) -> None:
         self.broker = broker
+        self.subscriptions = subscriptions(share_group)
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_state = on_state
@@ -78,7 +88,7 @@ class MqttLink:
         if reason.is_failure:
             log.warning("broker refused the connection", broker=str(self.broker), reason=str(reason))
             return
-        client.subscribe(SUBSCRIPTIONS)
+        client.subscribe(self.subscriptions)
         self.connected.set()
         self._on_state(True)
         log.info("connected to the broker", broker=str(self.broker), session_present=flags.session_present)

@@ -30,6 +30,7 @@ from controller.engine import Engine
 from controller.errors import InvalidRequest
 from controller.fleet import Fleet
 from controller.ingest import Ingest
+from controller.lease import Lease
 from controller.metrics import Metrics
 from controller.mqtt import MqttLink
 from controller.publisher import Publisher
@@ -57,6 +58,10 @@ class ControllerConfig:
     insecure_registries: tuple[str, ...] = ()
     registry_timeout: float = 10.0
     database: str | None = field(default=None, repr=False)  # postgresql://... instead of SQLite at `db`
+    # Several controllers on one PostgreSQL: subscribe as MQTT shared subscriptions of this group, so they
+    # split the reports. Off by default: each member keeps a persistent session, and the broker goes on
+    # queueing a stopped member's share for it until it comes back (late, not lost).
+    share_group: str | None = None
 
     @property
     def offline_after(self) -> float:
@@ -115,21 +120,21 @@ class Controller:
         self.token = load_or_create(c.token_path)
         self.signer = signing.load_or_create(Path(c.db).parent)
         sock = self._bind()  # before any thread: a taken port fails here, cleanly
-        client_id = self.store.meta("mqtt_client_id")
-        if client_id is None:  # kept in the store: the same session (and its queued reports) after a restart
-            client_id = f"tinyfleet-controller-{secrets.token_hex(6)}"
-            self.store.set_meta("mqtt_client_id", client_id)
+        client_id = self._client_id()
+        shared = self.store.kind == "postgresql"
+        self.lease = Lease(self.store.location) if shared else None
         self.metrics = Metrics()
         self.link = MqttLink(self.broker, client_id, on_message=self._deliver, on_connected=self._broker_connected,
                              on_state=lambda up: self.metrics.mqtt_connected.set(int(up)),
-                             ca_file=str(c.broker_ca_file) if c.broker_ca_file else None)
+                             ca_file=str(c.broker_ca_file) if c.broker_ca_file else None,
+                             share_group=c.share_group)
         self.publisher = Publisher(self.store, self.link.publish, self.signer, self.clock,
                                    on_sent=lambda n: self.metrics.desired_published.inc(n))
         self.fleet = Fleet(self.store, c.offline_after, self.clock, changed=lambda: self.engine.wake.set())
         registry = RegistryClient(c.registry_credentials, insecure_hosts=c.insecure_registries,
                                   timeout=c.registry_timeout)
         self.releases = Releases(self.store, registry, self.clock)
-        self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock)
+        self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock, lease=self.lease)
         self.ingest = Ingest(self.store, self.metrics, c.offline_after, clock=self.clock,
                              on_written=lambda changed: self.engine.wake.set() if changed else None,
                              on_hello=self._answer_hello)
@@ -141,6 +146,24 @@ class Controller:
 
     def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
         self.ingest.submit(topic, payload, retained)
+
+    def _client_id(self) -> str:
+        """The same MQTT session (and the reports the broker queued for it) after a restart: kept in the
+        SQLite store, or - on a PostgreSQL store several controllers share - in a file beside `db`, one
+        per controller."""
+        if self.store.kind != "postgresql":
+            client_id = self.store.meta("mqtt_client_id")
+            if client_id is None:
+                client_id = f"tinyfleet-controller-{secrets.token_hex(6)}"
+                self.store.set_meta("mqtt_client_id", client_id)
+            return client_id
+        path = Path(self.config.db).parent / "mqtt-client-id"
+        if path.exists():
+            return path.read_text().strip()
+        client_id = f"tinyfleet-controller-{secrets.token_hex(6)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(client_id + "\n")
+        return client_id
 
     def _answer_hello(self, announced: dict[str, int]) -> None:
         """Agents that connected saying which generation they have: a newer stored document goes to each
@@ -209,6 +232,8 @@ class Controller:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        if getattr(self, "lease", None) is not None:
+            self.lease.release()  # type: ignore[union-attr]
         if hasattr(self, "store"):
             self.store.close()
         log.info("controller stopped")

@@ -155,7 +155,9 @@ class Store:
     def take_changed(self) -> set[str] | None:
         """The devices whose records were written since the last call (None: assume all of them), so a
         reader that keeps records between passes re-reads only those. Counts writes of this process
-        only: a store shared by several controllers must return None."""
+        only, so a PostgreSQL store, which other controllers may write, always returns None."""
+        if self.kind == "postgresql":
+            return None
         with self._lock:
             changed, self._changed = self._changed, set()
             return changed
@@ -501,6 +503,11 @@ class Store:
               t.generation, t.settled_at, t.reason) for t in targets])
 
     def rollout(self, rollout_id: int) -> Rollout | None:
+        """Inside a transaction the rollout stays locked until its end (another controller's API call that
+        changes it waits), so a read-decide-write of it is atomic across controllers too."""
+        with self._lock:
+            if self._depth:
+                self._db.lock_row("rollouts", rollout_id)
         found = self._rollouts("WHERE r.id = ?", (rollout_id,))
         return found[0] if found else None
 

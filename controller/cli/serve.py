@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--database", default=os.environ.get("TINYFLEET_DATABASE"), metavar="URL",
                    help="the fleet's records in postgresql://USER@HOST[:PORT]/NAME (several controllers may share "
                    "it) instead of SQLite at --db (env TINYFLEET_DATABASE)")
+    p.add_argument("--share-group", metavar="NAME", default=os.environ.get("TINYFLEET_SHARE_GROUP"),
+                   help="with several controllers on one --database: split the device reports between them as "
+                   "MQTT shared subscriptions ($share/NAME/...); a stopped member's share waits for it in the broker")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="API address (default 127.0.0.1:8080; loopback unless you put TLS in front)")
     p.add_argument("--token-file", type=Path, metavar="PATH",
@@ -87,7 +90,8 @@ def do_controller(args: argparse.Namespace) -> int:
             tick_interval=args.tick, broker_username=args.broker_username, broker_password=password,
             broker_ca_file=args.broker_ca_file,
             registry_credentials=registry_credentials(args.registry_credentials),
-            insecure_registries=tuple(args.insecure_registry), database=args.database)
+            insecure_registries=tuple(args.insecure_registry), database=args.database,
+            share_group=args.share_group)
         controller = Controller(config).start()
     except (ControllerError, ValueError, OSError, tomllib.TOMLDecodeError) as exc:
         return fail(f"controller did not start: {exc}", Exit.USAGE if isinstance(exc, ValueError) else Exit.FAILED)
