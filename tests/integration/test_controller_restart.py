@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.emulated_device import EmulatedDevice
-from tests.support.fleet import ControllerProcess, emulated_fleet, push_demo_image
+from tests.support.fleet import ControllerProcess, emulated_fleet, push_demo_image, rollout_held_at_batch_1
 from tests.support.wait import eventually
 
 REPO = "it/ctl-restart"
@@ -46,13 +46,7 @@ def test_a_controller_killed_mid_rollout_resumes_where_it_stood(tmp_path: Path, 
                 as devices:
             ids = ",".join(d.device_id for d in devices)
             eventually(lambda: sum(d["online"] for d in api.devices(f"device:{ids}")) == 4, what="devices online")
-            for d in devices:
-                api.tag(d.device_id, "ring", prefix)
-            v1 = api.create_release("hello", images["v1"])
-            slow = devices[1]
-            slow.release.clear()  # batch 1 holds at "pulling"
-            r = api.start_rollout("hello", v1["id"], f"tag:ring={prefix}", canary=1, batch=1, health_timeout=60)
-            eventually(lambda: slow.received, what="batch 1 under way")
+            v1, r, slow = rollout_held_at_batch_1(api, devices, prefix, images["v1"])
             before = api.rollout(r["id"])
             assert before["counts"] == {**before["counts"], "converged": 1, "updating": 1, "pending": 2}
 

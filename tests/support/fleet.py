@@ -124,6 +124,20 @@ def emulated_fleet(broker_port: int, prefix: str, platforms: list[str]) -> Itera
             device.stop()
 
 
+def rollout_held_at_batch_1(api: ApiClient, devices: list[EmulatedDevice], prefix: str,
+                            image: str) -> tuple[dict, dict, EmulatedDevice]:  # type: ignore[type-arg]
+    """Tag the devices, release `image` and roll it out one by one (canary 1, batch 1), with batch 1's
+    device held at "pulling" until the test sets its `release`: (release, rollout, that device)."""
+    for d in devices:
+        api.tag(d.device_id, "ring", prefix)
+    v1 = api.create_release("hello", image)
+    slow = devices[1]
+    slow.release.clear()
+    r = api.start_rollout("hello", v1["id"], f"tag:ring={prefix}", canary=1, batch=1, health_timeout=60)
+    eventually(lambda: slow.received, what="batch 1 under way")
+    return v1, r, slow
+
+
 def _started_at(log: Path, offset: int) -> str | None:
     """The API address from the newest "controller started" line written after `offset`."""
     with open(log, "rb") as f:
