@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.model import Release, ReleasePlatform
 from controller.sandbox.mosquitto import Mosquitto
+from controller.sandbox.postgres import Postgres
 from controller.service import Controller, ControllerConfig
 from protocol import topics
 from protocol.codec import encode
@@ -134,13 +135,20 @@ class Throughput:
     fanout_per_min: float  # devices whose desired state reached a subscriber, per minute
 
 
-def measure(devices: int = 1000, messages: int = 30_000, publishers: int = 4) -> Throughput:
-    """Both figures on a private broker of their own; prints them as it goes."""
+def measure(devices: int = 1000, messages: int = 30_000, publishers: int = 4, store: str = "sqlite") -> Throughput:
+    """Both figures on a private broker of their own; prints them as it goes. `store` "postgresql": the
+    controller on a private PostgreSQL with its durable defaults (fsync, synchronous commit), as SQLite's
+    synchronous=FULL."""
     root = Path(tempfile.mkdtemp(prefix="tfb", dir="/tmp"))
     broker = Mosquitto(root / "mqtt").start()
+    cluster = Postgres(root, durable=True).start() if store == "postgresql" else None
     try:
-        return run(broker, root, argparse.Namespace(devices=devices, messages=messages, publishers=publishers))
+        return run(broker, root, argparse.Namespace(devices=devices, messages=messages, publishers=publishers,
+                                                    database=cluster.create_database("bench") if cluster else None))
     finally:
+        if cluster:
+            cluster.stop()
+            cluster.remove()
         broker.stop()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -150,13 +158,17 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the controller's database (postgresql: a private cluster, durable settings)")
     args = parser.parse_args()
-    measure(args.devices, args.messages, args.publishers)
+    measure(args.devices, args.messages, args.publishers, args.store)
 
 
 def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> Throughput:
     n, m = args.devices, args.messages
-    print(f"{n} devices, {m} messages from {args.publishers} publisher processes, broker {broker.url}")
+    database = getattr(args, "database", None)
+    print(f"{n} devices, {m} messages from {args.publishers} publisher processes, broker {broker.url}, "
+          f"store {'PostgreSQL' if database else 'SQLite'}")
 
     raw = Counter(broker.port, f"{topics.PREFIX}/+/+")
     began, procs = _burst(broker.port, n, m, args.publishers)
@@ -167,7 +179,7 @@ def run(broker: Mosquitto, root: Path, args: argparse.Namespace) -> Throughput:
     raw_rate = raw.count / (raw.last - began)
     print(f"baseline  bare paho subscriber: {raw.count}/{m} received, {raw_rate:,.0f} msg/s")
 
-    controller = Controller(ControllerConfig(db=root / "ctl" / "controller.db", broker=broker.url,
+    controller = Controller(ControllerConfig(db=root / "ctl" / "controller.db", broker=broker.url, database=database,
                                              listen="127.0.0.1:0", heartbeat_interval=30, tick_interval=0.5)).start()
     try:
         controller.wait_connected(10)

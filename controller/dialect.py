@@ -18,6 +18,7 @@ needs no type, as in SQLite. Driver errors leave this module as StoreError (`rai
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -85,6 +86,11 @@ class Connection:
     def lock_row(self, table: str, key: int) -> None:
         """Inside a transaction: hold the row against other controllers' writers until the end (SQLite's
         BEGIN IMMEDIATE already holds the whole database)."""
+
+    def pipeline(self) -> contextlib.AbstractContextManager[object]:
+        """Around many statements whose results nobody reads one by one (an ingest batch): PostgreSQL
+        sends them without waiting for each answer; SQLite runs in-process anyway."""
+        return contextlib.nullcontext()
 
     def schema(self, script: str) -> list[str]:
         """A migration's statements in this dialect."""
@@ -173,6 +179,9 @@ class Postgres(Connection):
 
     def lock_row(self, table: str, key: int) -> None:
         self.execute(f"SELECT id FROM {table} WHERE id = ? FOR UPDATE", (key,))
+
+    def pipeline(self) -> contextlib.AbstractContextManager[object]:
+        return self._db.pipeline()  # type: ignore[no-any-return]
 
     def schema(self, script: str) -> list[str]:
         return [_postgres_types(s) for s in super().schema(script)]

@@ -199,7 +199,7 @@ class Store:
     def record(self, batch: Iterable[Incoming], now: float, stale_after: float) -> int:
         """Write a batch of device messages in arrival order, in one transaction."""
         count = 0
-        with self.transaction():
+        with self.transaction(), self._db.pipeline():
             for item in batch:
                 m = item.message
                 self._mark((m.device_id,))
