@@ -46,6 +46,7 @@ from bench.simfleet import SimFleet, device_ids
 from bench.simhost import GIL_SWITCH_S, raise_fd_limit
 from bench.wiretap import Wiretap
 from controller.client import ApiClient
+from controller.sandbox.postgres import Postgres
 from controller.sandbox.stack import Stack
 from controller.service import Controller, ControllerConfig
 from protocol import AppSpec, DesiredState, HealthPolicy
@@ -147,7 +148,7 @@ class Simulation:
 
 def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 1000, processes: int = 4,
              rounds: int = 3, platforms: tuple[str, ...] = PLATFORMS, heartbeat: float = 30.0, timeout: float = 300.0,
-             broker_pid: int | None = None,
+             broker_pid: int | None = None, database: str | None = None,
              progress=print) -> Simulation:  # type: ignore[no-untyped-def]
     """Run the raw round trips and the rollouts. Everything started here is stopped here, and the broker is
     left without these devices' retained messages and sessions (it may be shared with tests)."""
@@ -159,7 +160,7 @@ def simulate(broker_url: str, registry_host: str, root: Path, *, devices: int = 
         meter = CpuMeter(fleet, broker_pid)
         raw = _raw_round_trips(fleet, meter, broker_url, ids, pushed[0], rounds, timeout, progress)
         controller = Controller(ControllerConfig(db=root / "ctl" / "controller.db", broker=broker_url,
-                                                 listen="127.0.0.1:0", heartbeat_interval=heartbeat,
+                                                 database=database, listen="127.0.0.1:0", heartbeat_interval=heartbeat,
                                                  tick_interval=0.2)).start()
         try:
             if not controller.wait_connected(15):
@@ -307,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat", type=float, default=30.0, help="the agents' heartbeat in seconds")
     parser.add_argument("--messages", type=int, default=30_000, help="ingest burst size")
     parser.add_argument("--no-throughput", action="store_true", help="skip the ingest and fan-out figures")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the controller's database (postgresql: a private cluster, durable settings)")
     args = parser.parse_args(argv)
     logs.configure("warning", json=True)  # as `tinyfleet controller` sets it up, quieter
     busy = machine_busy(1.0)
@@ -317,14 +320,21 @@ def main(argv: list[str] | None = None) -> None:
     with Stack(docker_host="unused") as stack:  # broker and registry only: simulated agents need no engine
         mosquitto = stack.mosquitto
         pid = mosquitto.proc.proc.pid if mosquitto and mosquitto.proc.proc else None
-        sim = simulate(stack.broker_url, stack.registry_host, stack.root,  # type: ignore[arg-type]
-                       devices=args.devices, processes=processes, rounds=args.rounds, heartbeat=args.heartbeat,
-                       broker_pid=pid)
+        cluster = Postgres(stack.root, durable=True).start() if args.store == "postgresql" else None
+        try:
+            sim = simulate(stack.broker_url, stack.registry_host, stack.root,  # type: ignore[arg-type]
+                           devices=args.devices, processes=processes, rounds=args.rounds, heartbeat=args.heartbeat,
+                           broker_pid=pid, database=cluster.create_database("sim") if cluster else None)
+        finally:
+            if cluster:
+                cluster.stop()
+                cluster.remove()
+    print(f"store: {args.store}")
     report(sim)
     if args.no_throughput:
         return
     print()
-    t = controller_ingest.measure(args.devices, args.messages)
+    t = controller_ingest.measure(args.devices, args.messages, store=args.store)
     print(f"\ningest           {t.ingest_rate:9,.0f} msg/s, {t.lost:.0f} lost   (goal >= {INGEST_GOAL:,.0f}, none "
           f"lost)  {verdict(t.ingest_rate >= INGEST_GOAL and t.lost <= 0)}")
     print(f"fan-out          {t.fanout_per_min:9,.0f} devices/min   (goal >= {FANOUT_GOAL:,.0f})  "
