@@ -101,6 +101,7 @@ class Store:
         self._depth = 0
         self._releases: dict[int, Release] = {}
         self._changed: set[str] | None = None  # devices written since take_changed(); None: all of them
+        self._versions: dict[str, str] | None = None  # PostgreSQL: each device row's xmin at take_changed()
         self._migrate()
 
     @property
@@ -154,10 +155,16 @@ class Store:
 
     def take_changed(self) -> set[str] | None:
         """The devices whose records were written since the last call (None: assume all of them), so a
-        reader that keeps records between passes re-reads only those. Counts writes of this process
-        only, so a PostgreSQL store, which other controllers may write, always returns None."""
+        reader that keeps records between passes re-reads only those. SQLite counts this process's
+        writes (one controller per file); PostgreSQL, which other controllers write too, compares each
+        device row's version (xmin: every write to a record writes its devices row, see `_touch`)."""
         if self.kind == "postgresql":
-            return None
+            versions = dict(self._rows("SELECT id, CAST(xmin AS TEXT) FROM devices"))
+            with self._lock:
+                previous, self._versions = self._versions, versions
+            if previous is None:
+                return None
+            return {i for i, v in versions.items() if previous.get(i) != v}
         with self._lock:
             changed, self._changed = self._changed, set()
             return changed
@@ -279,6 +286,10 @@ class Store:
     def groups(self) -> list[tuple[str, int]]:
         return [(n, c) for n, c in self._rows("SELECT name, COUNT(*) FROM device_groups GROUP BY name ORDER BY name")]
 
+    def _touch(self, device_id: str) -> None:
+        """Write the devices row of a record changed only in another table (its version moves)."""
+        self._db.execute("UPDATE devices SET needs_binding = needs_binding WHERE id = ?", (device_id,))
+
     def _touch_membership(self, device_id: str) -> None:
         self._mark((device_id,))
         self._db.execute("UPDATE devices SET needs_binding = 1 WHERE id = ?", (device_id,))
@@ -293,6 +304,7 @@ class Store:
     def remove_tag(self, device_id: str, key: str) -> bool:
         with self.transaction():
             self._mark((device_id,))
+            self._touch(device_id)
             return self._db.execute("DELETE FROM device_tags WHERE device_id = ? AND key = ?",
                                     (device_id, key)).rowcount > 0
 
@@ -305,12 +317,14 @@ class Store:
     def remove_from_group(self, device_id: str, group: str) -> bool:
         with self.transaction():
             self._mark((device_id,))
+            self._touch(device_id)
             return self._db.execute("DELETE FROM device_groups WHERE device_id = ? AND name = ?",
                                     (device_id, group)).rowcount > 0
 
     def set_pin(self, device_id: str, app: str, release_id: int | None) -> None:
         with self.transaction():
             self._mark((device_id,))
+            self._touch(device_id)
             self._db.execute("INSERT INTO pins (device_id, app, release_id) VALUES (?, ?, ?) "
                              "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id",
                              (device_id, app, release_id))
