@@ -95,9 +95,11 @@ _databases = itertools.count(1)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Where a test's controller database is: a SQLite file, or a fresh schema of the private PostgreSQL
-    (left for the cluster's removal at the end: a store a test forgot to close cannot hold up a drop)."""
+    (left for the cluster's removal at the end; the test's connections are ended after it)."""
     if request.param == "sqlite":
         yield str(tmp_path / "f.db")
         return
     cluster: Postgres = request.getfixturevalue("postgres")
-    yield cluster.create_schema(f"t{next(_databases)}")
+    name = f"t{next(_databases)}"
+    yield cluster.create_schema(name)
+    cluster.disconnect(name)
