@@ -473,6 +473,13 @@ def controller_kill(root: Path, broker_url: str, registry_host: str, docker_host
             for c in client.containers.list(all=True, filters={"label": f"io.tinyfleet.device={a.device_id}"}):
                 c.remove(force=True)
         ctl.stop()
+        # the broker may be shared (the test session's): leave no retained board behind for the next fleet
+        cleaner = FleetPeer(broker_url)
+        try:
+            for a in agents:
+                cleaner.clear(a.device_id)
+        finally:
+            cleaner.close()
     return case
 
 
