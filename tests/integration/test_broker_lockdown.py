@@ -15,6 +15,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,6 +225,23 @@ def test_a_device_receives_nothing_of_another_devices_desired_state_whatever_it_
     assert (topics.desired("lk-a"), b"retained for a") in received, "its own desired state does reach it"
     assert on_topics_of("lk-b", received) == []
     assert {t for t, _ in received} == {topics.desired("lk-a")}, "nor anything else under '#'"
+
+
+def test_shared_subscriptions_reach_the_controller_user_and_give_a_device_nothing_of_another(clients) -> None:  # type: ignore[no-untyped-def]
+    # Several controllers split report ingestion with $share/GROUP/... (tinyfleet controller --share-group):
+    # Mosquitto checks such a filter's ACL on the topic after the group, so the controller's
+    # `topic readwrite tinyfleet/#` covers it and a device's own patterns still fence it in.
+    controller = clients("controller")
+    controller.subscribe(f"$share/ingest/{topics.subscription(topics.Channel.REPORTED)}")
+    attacker = clients("lk-a")
+    attacker.subscribe(f"$share/ingest/{topics.PREFIX}/lk-b/#", "$share/snoop/#",
+                       f"$share/snoop/{topics.subscription(topics.Channel.REPORTED)}")
+    reporter = clients("lk-b")
+    reason = reporter.publish(topics.topic("lk-b", topics.Channel.REPORTED), b"b reports")
+    assert reason is not None and not reason.is_failure
+    controller.wait_for(topics.topic("lk-b", topics.Channel.REPORTED), b"b reports")
+    time.sleep(1.0)  # the attacker's filters had as long as the controller's to be served
+    assert on_topics_of("lk-b", attacker.messages) == []
 
 
 # -- what a device may write ------------------------------------------------------------------------------
