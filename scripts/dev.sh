@@ -48,31 +48,29 @@ as_root() {
     log "need root for: $*"; exit 1; fi
 }
 
-install_packages() {
-  local missing=()
-  for pair in "${CHECKS[@]}"; do
+# install_missing WHAT CHECKS PACKAGES: apt-get install PACKAGES (array names) when a binary named in
+# CHECKS (binary:package pairs) is missing; nothing, not even apt-get update, when all are there.
+install_missing() {
+  local what=$1; local -n checks=$2 packages=$3; shift 3
+  local missing=("$@")
+  for pair in "${checks[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
-  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)  # not on PATH
   if [ ${#missing[@]} -eq 0 ]; then return; fi
-  log "installing Debian packages (missing: ${missing[*]})"
+  log "installing Debian packages$what (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+  as_root apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 }
 
-install_boot_packages() {
-  local missing=()
-  for pair in "${BOOT_CHECKS[@]}"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then return; fi
-  log "installing Debian packages for e2e-boot (missing: ${missing[*]})"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends "${BOOT_PACKAGES[@]}" >/dev/null
+install_packages() {
+  local extra=()
+  python3 -c 'import venv, ensurepip' 2>/dev/null || extra+=(python3-venv)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || extra+=(postgresql)  # not on PATH
+  install_missing "" CHECKS APT_PACKAGES "${extra[@]}"
 }
+
+install_boot_packages() { install_missing " for e2e-boot" BOOT_CHECKS BOOT_PACKAGES; }
 
 pi_image() {
   # The image is rebuilt when its recipe changes; its root file system has its own cache (see the script).
