@@ -56,7 +56,7 @@ def test_first_boot_moves_the_secret_and_installs_the_agent(pi_image, start_boar
     assert (board.state / "systemd" / "tinyfleet-install.service.enabled").exists()
     assert board.unit_state("tinyfleet-agent.service") == "active"
     assert (board.state / "usr-local-lib" / "tinyfleet" / "wheels" / agent_wheel.name).exists()
-    assert (board.state / "usr-local-lib" / "tinyfleet" / "wheels").glob("paho_mqtt-*.whl"), "its dependencies too"
+    assert list((board.state / "usr-local-lib" / "tinyfleet" / "wheels").glob("paho_mqtt-*.whl")), "its dependencies too"
     cmdline = next(p for p in boot.iterdir() if p.name.lower() == "cmdline.txt").read_text()
     assert "systemd.run" not in cmdline and cmdline.count("\n") == 1
     if variant != "cloud-init":
