@@ -12,11 +12,11 @@ import time
 import docker
 
 from bench.images import publish
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.peer import FleetPeer
-from controller.sandbox.stack import Stack
-from oci.platform import Platform
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase
+from sandbox.agents import AgentProcess
+from sandbox.peer import FleetPeer
+from sandbox.stack import Stack
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase
 
 ROUNDS = 7
 AMD64 = Platform.parse("linux/amd64")

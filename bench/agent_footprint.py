@@ -24,14 +24,14 @@ from bench.import_cost import import_costs
 from bench.proc import cpu_seconds
 from bench.qemu_user import AGENT, QEMU, Arm64
 from bench.smaps import Memory, breakdown
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.peer import FleetPeer
-from controller.sandbox.stack import Stack
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase
+from sandbox.agents import AgentProcess
+from sandbox.peer import FleetPeer
+from sandbox.stack import Stack
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase
 
 MIB = 1024 * 1024
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "tinyfleet-agent.service"
-LIBS = ("from agent import lean; lean.trim_imports()\nimport paho.mqtt.client, structlog, tenacity\n"
+LIBS = ("from tinyfleet.agent import lean; lean.trim_imports()\nimport paho.mqtt.client, structlog, tenacity\n"
         "with lean.quiet_requests(): import docker")
 
 

@@ -13,13 +13,13 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from agent import logs
-from agent.reconciler import Reconciler
-from agent.state import StateStore
-from agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
 from bench.proc import rss_bytes
-from oci.platform import Platform
-from protocol import AppSpec, DesiredState, HealthPolicy
+from tinyfleet.agent import logs
+from tinyfleet.agent.reconciler import Reconciler
+from tinyfleet.agent.state import StateStore
+from tinyfleet.agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy
 
 WARMUP, UPDATES, WINDOWS = 300, 6000, 12
 V7 = Platform.parse("linux/arm/v7")

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from bench.agentvenv import agent_executable
-from controller.signing import Signer
-from protocol import AppSpec, DesiredState, HealthPolicy, encode
+from tinyfleet.controller.signing import Signer
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, encode
 
 DOCUMENTS = 300
 DEVICE = "pi-bench"
@@ -31,9 +31,9 @@ def rss():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-from agent.intake import intake
-from agent.state import AgentState
-from protocol.signing import PublicKey
+from tinyfleet.agent.intake import intake
+from tinyfleet.agent.state import AgentState
+from tinyfleet.protocol.signing import PublicKey
 docs = [bytes.fromhex(x) for x in json.loads(Path(sys.argv[1]).read_text())]
 key = PublicKey.parse(sys.argv[2]) if sys.argv[2] != "-" else None
 state, times = AgentState(), []

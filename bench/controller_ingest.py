@@ -26,13 +26,13 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.model import Release, ReleasePlatform
-from controller.sandbox.mosquitto import Mosquitto
-from controller.sandbox.postgres import Postgres
-from controller.service import Controller, ControllerConfig
-from protocol import topics
-from protocol.codec import encode
-from protocol.messages import AppStatus, Health, Phase, ReportedState, Status
+from sandbox.mosquitto import Mosquitto
+from sandbox.postgres import Postgres
+from tinyfleet.controller.model import Release, ReleasePlatform
+from tinyfleet.controller.service import Controller, ControllerConfig
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import encode
+from tinyfleet.protocol.messages import AppStatus, Health, Phase, ReportedState, Status
 
 IMAGE = "127.0.0.1:5000/bench/hello@sha256:" + "b" * 64
 

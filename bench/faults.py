@@ -39,14 +39,14 @@ from typing import Any
 
 import docker
 
-from agent.state import StateStore
 from bench.faultproxy import FaultProxy
 from bench.images import publish
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.dockerd import Dockerd
-from controller.sandbox.mosquitto import Mosquitto
-from controller.sandbox.peer import FleetPeer
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState, topics
+from sandbox.agents import AgentProcess
+from sandbox.dockerd import Dockerd
+from sandbox.mosquitto import Mosquitto
+from sandbox.peer import FleetPeer
+from tinyfleet.agent.state import StateStore
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState, topics
 
 HEALTH = HealthPolicy(settle_seconds=1, deadline_seconds=60)
 
@@ -85,7 +85,7 @@ _WRITER = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from agent.state import StateStore
+from tinyfleet.agent.state import StateStore
 store = StateStore(Path(sys.argv[1]))
 pad = frozenset(f"127.0.0.1:5000/pad/{i:06d}@sha256:" + "0" * 64 for i in range(int(sys.argv[2])))
 g = store.current.accepted_generation
@@ -326,7 +326,7 @@ class Subscriber:
 
     def _message(self, client: Any, userdata: Any, msg: Any) -> None:
         if msg.payload:
-            import protocol
+            from tinyfleet import protocol
             report = protocol.decode(msg.payload, ReportedState)
             self.got.setdefault(report.device_id, []).append(report)  # type: ignore[union-attr, arg-type]
 
@@ -503,8 +503,8 @@ def _free(path: Path) -> int:
 
 @timed
 def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 192, pad_mib: int = 24) -> Case:
-    from controller.sandbox import binaries
-    from controller.sandbox.images import publish_demo
+    from sandbox import binaries
+    from sandbox.images import publish_demo
 
     case = Case("disk-full", "an update that does not fit the engine's disk is refused before any layer is pulled, "
                              "with the space it needs in the reason; the old version keeps running; no space lost; "
@@ -576,7 +576,7 @@ def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 1
 # -- the report ---------------------------------------------------------------------------------------
 
 def main() -> None:
-    from controller.sandbox.stack import Stack
+    from sandbox.stack import Stack
 
     parser = argparse.ArgumentParser(prog="bench faults")
     parser.add_argument("--cycles", type=int, default=50, help="kill -9 cycles of the state write")

@@ -38,20 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import logs
 from bench import controller_ingest, images
 from bench.proc import cpu_seconds, machine_busy
 from bench.roundtrip import EchoBaseline, RoundTrip, discard_session
 from bench.simfleet import SimFleet, device_ids
 from bench.simhost import GIL_SWITCH_S, raise_fd_limit
 from bench.wiretap import Wiretap
-from controller.client import ApiClient
-from controller.sandbox.postgres import Postgres
-from controller.sandbox.stack import Stack
-from controller.service import Controller, ControllerConfig
-from protocol import AppSpec, DesiredState, HealthPolicy
-from protocol.broker import BrokerAddress
-from protocol.codec import encode
+from sandbox.postgres import Postgres
+from sandbox.stack import Stack
+from tinyfleet.agent import logs
+from tinyfleet.controller.client import ApiClient
+from tinyfleet.controller.service import Controller, ControllerConfig
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy
+from tinyfleet.protocol.broker import BrokerAddress
+from tinyfleet.protocol.codec import encode
 
 APP = "hello"
 PLATFORMS = ("linux/arm64", "linux/arm/v7")  # dealt round-robin: a fleet of Pi 4s and Pi 3s

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.sandbox import binaries
-from controller.sandbox.images import publish_demo
-from oci.platform import Platform
+from sandbox import binaries
+from sandbox.images import publish_demo
+from tinyfleet.oci.platform import Platform
 
 
 def publish(registry_host: str, root: Path, repo: str, version: str, platforms: tuple[str, ...] = ("linux/amd64",),

@@ -1,6 +1,6 @@
 """What the agent's imports cost, step by step, in a fresh interpreter of the agent-only install: the
 resident memory each group of modules adds when imported in the order the agent imports them, after
-`agent.lean.trim_imports()` as the agent's entry point does it."""
+`tinyfleet.agent.lean.trim_imports()` as the agent's entry point does it."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import json
 import subprocess
 
 STEPS = (
-    ("agent entry point (agent.cli, agent.lean)", "import agent.cli; agent.lean.trim_imports()"),
+    ("agent entry point (agent.cli, agent.lean)", "import tinyfleet.agent.cli; tinyfleet.agent.lean.trim_imports()"),
     ("logging, dataclasses, typing, socket", "import logging, dataclasses, typing, socket, threading, json"),
     ("hashlib (loads libcrypto)", "import hashlib"),
-    ("protocol (the wire contract)", "import protocol"),
+    ("protocol (the wire contract)", "import tinyfleet.protocol"),
     ("structlog (asyncio deferred)", "import structlog"),
     ("tenacity", "import tenacity"),
     ("http.client, ssl, email, urllib.request", "import http.client, ssl, urllib.request"),
-    ("agent.logs, agent.config, oci.registry", "import agent.logs, agent.config"),
+    ("agent.logs, agent.config, oci.registry", "import tinyfleet.agent.logs, tinyfleet.agent.config, "
+                                                 "tinyfleet.oci.registry"),
     ("paho-mqtt", "import paho.mqtt.client"),
     ("urllib3 (pulls importlib.metadata, zipfile, csv)", "import urllib3"),
-    ("requests (charset_normalizer blocked)", "with agent.lean.quiet_requests(): import requests"),
+    ("requests (charset_normalizer blocked)", "with tinyfleet.agent.lean.quiet_requests(): import requests"),
     ("docker SDK", "import docker"),
-    ("the agent's own modules", "import agent.service, agent.engine, agent.verifier, agent.board"),
+    ("the agent's own modules", "import tinyfleet.agent.service, tinyfleet.agent.engine, "
+                                 "tinyfleet.agent.verifier, tinyfleet.agent.board"),
 )
 
 _PROBE = """

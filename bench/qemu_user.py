@@ -36,7 +36,7 @@ def _maps(*_):
     os.replace(os.environ["TF_MAPS"] + ".tmp", os.environ["TF_MAPS"])
 signal.signal(signal.SIGUSR1, _maps)
 """
-AGENT = _LAUNCHER + "from agent.cli import main\nsys.exit(main())\n"
+AGENT = _LAUNCHER + "from tinyfleet.agent.cli import main\nsys.exit(main())\n"
 
 
 class Arm64:

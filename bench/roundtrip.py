@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.mqtt import MqttLink
-from protocol import topics
-from protocol.broker import BrokerAddress
-from protocol.errors import ProtocolError
-from protocol.topics import Channel
+from tinyfleet.controller.mqtt import MqttLink
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.broker import BrokerAddress
+from tinyfleet.protocol.errors import ProtocolError
+from tinyfleet.protocol.topics import Channel
 
 CLIENT_ID = "tinyfleet-bench-roundtrip"
 

@@ -28,17 +28,17 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-import protocol
-from agent import __version__, logs
-from agent.config import AgentConfig
-from agent.mqtt import MqttLink
-from agent.service import Agent
-from agent.testing import FakeEngine, FakeImage, FakeRegistry, WallClock
 from bench.simloop import Loop
-from oci.platform import Platform
-from protocol import Status, topics
-from protocol.broker import BrokerAddress
-from protocol.topics import Channel
+from tinyfleet import protocol
+from tinyfleet.agent import __version__, logs
+from tinyfleet.agent.config import AgentConfig
+from tinyfleet.agent.mqtt import MqttLink
+from tinyfleet.agent.service import Agent
+from tinyfleet.agent.testing import FakeEngine, FakeImage, FakeRegistry, WallClock
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import Status, topics
+from tinyfleet.protocol.broker import BrokerAddress
+from tinyfleet.protocol.topics import Channel
 
 MAX_DEVICES = 300  # x 3 descriptors, under select()'s 1024 with room for pipes and state files
 # Hundreds of threads in one interpreter: at the default 5 ms every thread waiting for the GIL wakes 200

@@ -20,8 +20,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from agent.mqtt import MqttLink
-from agent.service import Agent
+from tinyfleet.agent.mqtt import MqttLink
+from tinyfleet.agent.service import Agent
 
 MISC_S = 1.0  # paho's loop_misc (keepalive pings, reconnects) once a second, as its own thread does
 RECONNECT_S = 2.0

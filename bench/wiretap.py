@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-from controller.sandbox.prereqs import require
-from protocol import topics
-from protocol.broker import BrokerAddress
-from protocol.topics import Channel
+from sandbox.prereqs import require
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.broker import BrokerAddress
+from tinyfleet.protocol.topics import Channel
 
 READY_S = 10.0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one entry point for a developer machine and for CI:
 #   bash scripts/dev.sh setup   install what is missing (Debian packages, binfmt, .venv)
-#   bash scripts/dev.sh demo    set up, then run `tinyfleet demo`
+#   bash scripts/dev.sh demo    set up, then run the demo (python -m sandbox.demo)
 #   bash scripts/dev.sh test    set up, then run the whole test suite (unit + integration)
 #   bash scripts/dev.sh bench   set up, then run the benchmarks under bench/
 #   bash scripts/dev.sh e2e-boot  set up (plus qemu-system-arm, debootstrap), build the Pi-like arm64 image
@@ -78,7 +78,7 @@ pi_image() {
   stamp="$image.recipe"
   want=$(sha256sum scripts/build-pi-image.sh | cut -c1-16)
   if [ ! -f "$image" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$VENV/bin/python" -c 'from controller.sandbox import binfmt; binfmt.ensure()'
+    "$VENV/bin/python" -c 'from sandbox import binfmt; binfmt.ensure()'
     as_root bash scripts/build-pi-image.sh "$image" >&2
     echo "$want" | as_root tee "$stamp" >/dev/null
   fi
@@ -127,7 +127,7 @@ cmd=${1:-setup}
 shift || true
 case "$cmd" in
   setup) setup ;;
-  demo)  setup; exec "$VENV/bin/tinyfleet" demo "$@" ;;
+  demo)  setup; exec "$VENV/bin/python" -m sandbox.demo "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m bench "$@" ;;
   e2e-boot)

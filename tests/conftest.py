@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox import binaries, binfmt
-from controller.sandbox.dockerd import Dockerd
-from controller.sandbox.mosquitto import Mosquitto
-from controller.sandbox.postgres import Postgres
-from controller.sandbox.prereqs import MissingPrerequisite
-from controller.sandbox.registry import Registry
+from sandbox import binaries, binfmt
+from sandbox.dockerd import Dockerd
+from sandbox.mosquitto import Mosquitto
+from sandbox.postgres import Postgres
+from sandbox.prereqs import MissingPrerequisite
+from sandbox.registry import Registry
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox.images import publish_demo
-from oci.platform import Platform
+from sandbox.images import publish_demo
 from tests.support.bootvm import LAB_HOST, BootVM
 from tests.support.cli import tinyfleet
 from tests.support.fleet import ControllerProcess
+from tinyfleet.oci.platform import Platform
 
 DEVICE = "pi-e2e-0001"
 HOSTNAME = "pi-kitchen"

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-import protocol
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.dockerd import Dockerd
-from controller.sandbox.images import DemoImage
-from controller.sandbox.peer import FleetPeer
-from controller.signing import Signer
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
+from sandbox.agents import AgentProcess
+from sandbox.dockerd import Dockerd
+from sandbox.images import DemoImage
+from sandbox.peer import FleetPeer
 from tests.support.engine import labelled_containers
 from tests.support.images import incompressible, publish
 from tests.support.registry_proxy import RegistryProxy
+from tinyfleet import protocol
+from tinyfleet.controller.signing import Signer
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
 
 _ids = itertools.count(1)
 ATTACKER = Signer.generate()

@@ -25,18 +25,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.client import ApiClient, ControllerUnreachable
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.certificates import ServerCertificates, make_server_certificates
-from controller.sandbox.mosquitto import Lockdown, Mosquitto
-from controller.sandbox.process import ManagedProcess, free_port
-from protocol import topics
-from provisioning import credentials
+from sandbox.agents import AgentProcess
+from sandbox.certificates import ServerCertificates, make_server_certificates
+from sandbox.mosquitto import Lockdown, Mosquitto
+from sandbox.process import ManagedProcess, free_port
 from tests.conftest import _need
 from tests.support.cli import tinyfleet
 from tests.support.engine import labelled_containers
 from tests.support.fleet import push_demo_image
 from tests.support.wait import eventually
+from tinyfleet.controller.client import ApiClient, ControllerUnreachable
+from tinyfleet.protocol import topics
+from tinyfleet.provisioning import credentials
 
 DEVICES = ("lk-a", "lk-b", "lk-agent", "lk-revoked", "lk-wrong-ca", "lk-e2e-0", "lk-e2e-1")
 

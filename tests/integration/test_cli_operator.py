@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sandbox.process import free_port
+from sandbox.process import free_port
 from tests.support.cli import tinyfleet
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.fleet import ControllerProcess, emulated_fleet, push_demo_image

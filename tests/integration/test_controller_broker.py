@@ -11,16 +11,16 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.sandbox.mosquitto import Mosquitto
-from controller.sandbox.process import free_port
-from controller.service import Controller
-from controller.store import Incoming
-from protocol import topics
-from protocol.codec import decode
-from protocol.messages import DesiredState
+from sandbox.mosquitto import Mosquitto
+from sandbox.process import free_port
 from tests.support.fleet import client_of, controller_config
 from tests.support.wait import eventually
 from tests.unit.controller.records import release, status
+from tinyfleet.controller.service import Controller
+from tinyfleet.controller.store import Incoming
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import decode
+from tinyfleet.protocol.messages import DesiredState
 
 
 def retained_desired(port: int, device_id: str) -> DesiredState | None:

@@ -14,10 +14,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.cli import build_parser
-from controller.sandbox.prereqs import require
-from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+from sandbox.prereqs import require
+from sandbox.process import ManagedProcess, free_port, port_open, wait_until
 from tests.support.cli import tinyfleet
+from tinyfleet.controller.cli import build_parser
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 

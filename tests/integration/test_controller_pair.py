@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.signing import KEY_FILE
 from tests.support.fleet import ControllerProcess, emulated_fleet, push_demo_image, rollout_held_at_batch_1
 from tests.support.wait import eventually
+from tinyfleet.controller.signing import KEY_FILE
 
 REPO = "it/ctl-pair"
 TOOK = "took the rollout engine's lease"

@@ -14,15 +14,15 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.client import ApiClient, ApiError
-from controller.sandbox.registry import Registry
-from controller.service import Controller
-from protocol import topics
-from protocol.codec import encode
+from sandbox.registry import Registry
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.fleet import client_of, emulated_fleet, push_demo_image, running_controller
 from tests.support.wait import eventually
 from tests.unit.controller.records import reported, status
+from tinyfleet.controller.client import ApiClient, ApiError
+from tinyfleet.controller.service import Controller
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import encode
 
 REPO = "it/ctl-hello"
 

@@ -17,11 +17,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from controller.client import ApiClient
 from tests.support.browser import chromium, click, shoot, text, until
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.fleet import HEARTBEAT, ControllerProcess, push_demo_image
 from tests.support.wait import eventually
+from tinyfleet.controller.client import ApiClient
 
 REPO = "it/dashboard"
 GROUP = "dash"

@@ -1,17 +1,23 @@
-"""The README's first command: `tinyfleet demo` tells the whole story and says it came out right -
+"""The README's first command: the demo (`python -m sandbox.demo`) tells the whole story and says it came out right -
 here on the session's broker, registry and engine, as the demo allows."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from controller.sandbox.peer import FleetPeer
-from tests.support.cli import tinyfleet
+from sandbox.peer import FleetPeer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_rolls_out_v1_v2_and_rolls_back_a_broken_v3(mosquitto, registry, dockerd) -> None:  # type: ignore[no-untyped-def]
-    result = tinyfleet("demo", "--broker", mosquitto.url, "--registry", registry.host, "--docker-host", dockerd.url,
-                       timeout=900)
+    result = subprocess.run([sys.executable, "-m", "sandbox.demo", "--broker", mosquitto.url, "--registry",
+                             registry.host, "--docker-host", dockerd.url], capture_output=True, text=True, timeout=900,
+                            cwd=REPO, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-5000:]
     out = result.stdout
     assert "the story came out right" in out

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from controller.client import ApiClient
-from controller.sandbox.agents import AgentProcess
-from controller.sandbox.peer import FleetPeer
-from controller.service import Controller
-from controller.signing import Signer
-from protocol import DesiredState, Phase, ReportedState
-from protocol.signing import PublicKey
+from sandbox.agents import AgentProcess
+from sandbox.peer import FleetPeer
 from tests.support.cli import tinyfleet
 from tests.support.engine import labelled_containers
 from tests.support.fleet import ControllerProcess, client_of, push_demo_image, running_controller
 from tests.support.wait import eventually
+from tinyfleet.controller.client import ApiClient
+from tinyfleet.controller.service import Controller
+from tinyfleet.controller.signing import Signer
+from tinyfleet.protocol import DesiredState, Phase, ReportedState
+from tinyfleet.protocol.signing import PublicKey
 
 REPO = "it/fleet-hello"
 APP = "hello"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench.fleet_sim import simulate
-from controller.sandbox.peer import FleetPeer
+from sandbox.peer import FleetPeer
 
 DEVICES = 50
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from oci.platform import Platform
 from tests.support.cli import tinyfleet
+from tinyfleet.oci.platform import Platform
 
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6")
 

@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from oci.platform import Platform
-from protocol import DesiredState, Phase, ReportedState, UpdateLockPolicy
 from tests.integration import test_agent
 from tests.integration.test_agent import Board, app
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import DesiredState, Phase, ReportedState, UpdateLockPolicy
 
 # The agent tests' fixtures (an agent process per board, the demo images, the signing MQTT peer).
 board, images, peer, proxy = test_agent.board, test_agent.images, test_agent.peer, test_agent.proxy

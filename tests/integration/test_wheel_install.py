@@ -23,8 +23,10 @@ def test_a_built_wheel_installs_in_a_fresh_venv_and_runs_agent_only_then_with_th
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("tinyfleet-*-py3-none-any.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert not [n for n in names if n.startswith(("tests/", "bench/", "scripts/"))], "no test or bench code shipped"
-    assert "controller/web/page.html" in names and "agent/units/tinyfleet-agent.service" in names
+    outside = [n for n in names if not n.startswith(("tinyfleet/", "tinyfleet-"))]
+    assert outside == [], "one import namespace, and no test, bench or sandbox code shipped"
+    assert not [n for n in names if n.startswith("tinyfleet/sandbox")], "the dev sandbox is not in the package"
+    assert "tinyfleet/controller/web/page.html" in names and "tinyfleet/agent/units/tinyfleet-agent.service" in names
 
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
@@ -42,5 +44,5 @@ def test_a_built_wheel_installs_in_a_fresh_venv_and_runs_agent_only_then_with_th
     operator = run(venv / "bin" / "tinyfleet", "--help", timeout=60)
     assert operator.returncode == 0 and "provision" in operator.stdout, operator.stderr
     pages = run(venv / "bin" / "python", "-c", "import importlib.resources as r; "
-                "print(r.files('controller').joinpath('web', 'page.html').is_file())", timeout=60)
+                "print(r.files('tinyfleet.controller').joinpath('web', 'page.html').is_file())", timeout=60)
     assert pages.stdout.strip() == "True", pages.stderr

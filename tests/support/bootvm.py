@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.sandbox.process import ManagedProcess, free_port
-from provisioning.fat import FatVolume
-from provisioning.image import HEAD_BYTES, parse_table
+from sandbox.process import ManagedProcess, free_port
+from tinyfleet.provisioning.fat import FatVolume
+from tinyfleet.provisioning.image import HEAD_BYTES, parse_table
 
 LAB_HOST = "10.0.2.100"  # where the VM reaches this machine's loopback services
 

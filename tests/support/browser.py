@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from controller.sandbox.prereqs import MissingPrerequisite
+from sandbox.prereqs import MissingPrerequisite
 
 T = TypeVar("T")
 BROWSER = ("chromium", "chromium")  # (binary, Debian package)

@@ -17,10 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol import topics
-from protocol.codec import decode, encode
-from protocol.errors import ProtocolError
-from protocol.messages import AppStatus, DesiredState, Health, Phase, ReportedState, Status
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import decode, encode
+from tinyfleet.protocol.errors import ProtocolError
+from tinyfleet.protocol.messages import AppStatus, DesiredState, Health, Phase, ReportedState, Status
 
 
 @dataclass

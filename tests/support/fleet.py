@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.client import ApiClient, ControllerUnreachable
-from controller.sandbox.images import publish_demo
-from controller.sandbox.process import ManagedProcess
-from controller.service import Controller, ControllerConfig
-from oci.platform import Platform
+from sandbox.images import publish_demo
+from sandbox.process import ManagedProcess
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.wait import eventually
+from tinyfleet.controller.client import ApiClient, ControllerUnreachable
+from tinyfleet.controller.service import Controller, ControllerConfig
+from tinyfleet.oci.platform import Platform
 
 HEARTBEAT = 0.5  # emulated devices beat this often; controllers under test expect 1 s (offline after 3 s)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from controller.sandbox.images import DemoImage, publish_demo
-from oci.platform import Platform
+from sandbox.images import DemoImage, publish_demo
+from tinyfleet.oci.platform import Platform
 
 
 def publish(registry_host: str, repo: str, binaries: dict[Platform, Path], *, version: str,

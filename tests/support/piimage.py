@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.sandbox.prereqs import require
+from sandbox.prereqs import require
 
 MIB = 1024 * 1024
 BOOT_START = 8 * MIB

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.sandbox.prereqs import require
-from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
+from sandbox.prereqs import require
+from sandbox.process import ManagedProcess, free_port, port_open, wait_until
 
 HERE = Path(__file__).parent
 BOARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

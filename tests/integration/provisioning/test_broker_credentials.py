@@ -10,11 +10,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from controller.sandbox.prereqs import MissingPrerequisite, require
-from controller.sandbox.process import ManagedProcess, free_port, port_open, wait_until
-from provisioning import credentials
+from sandbox.prereqs import MissingPrerequisite, require
+from sandbox.process import ManagedProcess, free_port, port_open, wait_until
 from tests.support import piimage
 from tests.support.cli import CONTROLLER_KEY, tinyfleet
+from tinyfleet.provisioning import credentials
 
 CONTROLLER_SECRET = "controller-secret-0123456789"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.console import Console
-from provisioning.shell import Shell
 from tests.support import piimage, serialboard
 from tests.support.cli import CONTROLLER_KEY, tinyfleet
+from tinyfleet.provisioning.console import Console
+from tinyfleet.provisioning.shell import Shell
 
 PASSWORD = "Board-Pass-7f3e"
 
@@ -56,7 +56,8 @@ def test_first_boot_moves_the_secret_and_installs_the_agent(pi_image, start_boar
     assert (board.state / "systemd" / "tinyfleet-install.service.enabled").exists()
     assert board.unit_state("tinyfleet-agent.service") == "active"
     assert (board.state / "usr-local-lib" / "tinyfleet" / "wheels" / agent_wheel.name).exists()
-    assert list((board.state / "usr-local-lib" / "tinyfleet" / "wheels").glob("paho_mqtt-*.whl")), "its dependencies too"
+    wheels = board.state / "usr-local-lib" / "tinyfleet" / "wheels"
+    assert list(wheels.glob("paho_mqtt-*.whl")), "its dependencies too"
     cmdline = next(p for p in boot.iterdir() if p.name.lower() == "cmdline.txt").read_text()
     assert "systemd.run" not in cmdline and cmdline.count("\n") == 1
     if variant != "cloud-init":

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from provisioning import credentials, flash
-from provisioning.errors import VerifyFailed
-from provisioning.image import open_image
 from tests.support import piimage
 from tests.support.cli import CONTROLLER_KEY, tinyfleet
+from tinyfleet.provisioning import credentials, flash
+from tinyfleet.provisioning.errors import VerifyFailed
+from tinyfleet.provisioning.image import open_image
 
 BROKER = "mqtts://broker.example.com:8883"
 ROOT = (piimage.BOOT_START + piimage.BOOT_SIZE, piimage.ROOT_SIZE)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from provisioning import credentials
-from provisioning.console import Console
-from provisioning.errors import ConsoleError, LoginFailed, StepFailed
-from provisioning.shell import KERNEL_LINE, Shell
 from tests.support import serialboard
 from tests.support.cli import CONTROLLER_KEY, tinyfleet
+from tinyfleet.provisioning import credentials
+from tinyfleet.provisioning.console import Console
+from tinyfleet.provisioning.errors import ConsoleError, LoginFailed, StepFailed
+from tinyfleet.provisioning.shell import KERNEL_LINE, Shell
 
 PASSWORD = "Board-Pass-7f3e"
 AGENT_UNIT = "tinyfleet-agent.service"

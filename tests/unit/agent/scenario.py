@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.model import AppMemory, ContainerView, Facts, Failure, Observed, Resolved, UpdateLock
-from oci.platform import Platform
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, PortMapping
+from tinyfleet.agent.model import AppMemory, ContainerView, Facts, Failure, Observed, Resolved, UpdateLock
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, PortMapping
 
 NOW = 1_800_000_000.0
 BOARD = Platform.parse("linux/arm/v7")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.board import detect_platform, device_id
-from agent.health import cpu_temp_c, meminfo, throttled
+from tinyfleet.agent.board import detect_platform, device_id
+from tinyfleet.agent.health import cpu_temp_c, meminfo, throttled
 
 PI_ZERO = "processor : 0\nmodel name : ARMv6-compatible processor rev 7 (v6l)\nCPU architecture: 7\nCPU part : 0xb76\n"
 PI_ZERO_NO_MODEL = "processor : 0\nCPU architecture: 7\nCPU part : 0xb76\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as config_module
-from agent.config import load
-from agent.errors import ConfigError
+from tinyfleet.agent import config as config_module
+from tinyfleet.agent.config import load
+from tinyfleet.agent.errors import ConfigError
 
 KEY = "ed25519:qpsk8IhAHVvFIs8HplBSUuShcgajynHtCgbqRvI0pF4="
 TRUST = f'controller_key = "{KEY}"\n'

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import Transient
-from agent.reconciler import Outcome, Reconciler, Settings
-from agent.state import StateStore
-from agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
-from oci.platform import Platform
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, PortMapping
+from tinyfleet.agent.errors import Transient
+from tinyfleet.agent.reconciler import Outcome, Reconciler, Settings
+from tinyfleet.agent.state import StateStore
+from tinyfleet.agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, PortMapping
 
 V7 = Platform.parse("linux/arm/v7")
 
@@ -252,7 +252,7 @@ def test_random_desired_sequences_always_converge(tmp_path: Path) -> None:
 
 
 def test_transient_errors_are_typed_as_such() -> None:
-    from agent.errors import EngineUnavailable, RegistryUnavailable
+    from tinyfleet.agent.errors import EngineUnavailable, RegistryUnavailable
     assert issubclass(EngineUnavailable, Transient) and issubclass(RegistryUnavailable, Transient)
 
 
@@ -286,7 +286,7 @@ def test_a_refused_restart_of_a_running_app_is_retried_not_failed(tmp_path: Path
     real_start = board.engine.start
 
     def refusing_start(container_id: str) -> None:  # ... and refuses to start anything for now
-        from agent.errors import ContainerRefused
+        from tinyfleet.agent.errors import ContainerRefused
         raise ContainerRefused("failed to update store for object type *libnetwork.endpoint")
 
     board.engine.start = refusing_start  # type: ignore[method-assign]

@@ -8,13 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-import protocol
-import protocol.signing
-from agent.intake import intake
-from agent.state import AgentState
-from controller.signing import Signer
-from protocol import AppSpec, DesiredState, Signature
 from tests.conftest import GOLDEN
+from tinyfleet import protocol
+from tinyfleet.agent.intake import intake
+from tinyfleet.agent.state import AgentState
+from tinyfleet.controller.signing import Signer
+from tinyfleet.protocol import AppSpec, DesiredState, Signature
 
 IMAGE = "127.0.0.1:5000/acme/web@sha256:" + "a" * 64
 OTHER_IMAGE = IMAGE.replace("a" * 64, "b" * 64)

@@ -9,7 +9,7 @@ import sys
 PROBE = """
 import sys, warnings
 warnings.simplefilter("error")
-from agent import lean
+from tinyfleet.agent import lean
 lean.trim_imports()
 import structlog, tenacity
 assert "asyncio.base_events" not in sys.modules, "structlog's asyncio is not loaded until used"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.locks import LOCK_FILE, LockDirs, parse
-from agent.model import UpdateLock
-from protocol import Phase
 from tests.unit.agent.test_convergence import Board, app
+from tinyfleet.agent.locks import LOCK_FILE, LockDirs, parse
+from tinyfleet.agent.model import UpdateLock
+from tinyfleet.protocol import Phase
 
 NOW = 1_800_000_000.0
 MTIME = NOW - 100

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.mqtt import MqttLink
-from protocol.broker import BrokerAddress
+from tinyfleet.agent.mqtt import MqttLink
+from tinyfleet.protocol.broker import BrokerAddress
 
 
 def test_a_report_waits_for_the_broker_to_accept_the_connection() -> None:

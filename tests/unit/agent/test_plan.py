@@ -7,10 +7,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent import steps as s
-from agent.model import AppMemory
-from agent.plan import plan
-from protocol import Phase
 from tests.unit.agent.scenario import (
     container,
     desired,
@@ -21,6 +17,10 @@ from tests.unit.agent.scenario import (
     resolved,
     spec,
 )
+from tinyfleet.agent import steps as s
+from tinyfleet.agent.model import AppMemory
+from tinyfleet.agent.plan import plan
+from tinyfleet.protocol import Phase
 
 A, B = spec(tag="a"), spec(tag="b")
 A_PORTS, B_PORTS = spec(tag="a", ports=True), spec(tag="b", ports=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from agent import steps as s
-from agent.model import AppMemory, Held
-from agent.plan import LOCK_POLL_S, plan
-from protocol import Phase, UpdateLockPolicy
 from tests.unit.agent.scenario import NOW, container, desired, facts, lock, observed, pull_ref, resolved, spec
+from tinyfleet.agent import steps as s
+from tinyfleet.agent.model import AppMemory, Held
+from tinyfleet.agent.plan import LOCK_POLL_S, plan
+from tinyfleet.protocol import Phase, UpdateLockPolicy
 
 A, B = spec(tag="a"), spec(tag="b")
 B_WAIT_60 = replace(B, update_lock=UpdateLockPolicy(max_wait_seconds=60))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import AppMemory, Failure, Resolved
-from agent.state import AgentState, StateStore, write_atomically
-from protocol import AppSpec, DesiredState, Phase
+from tinyfleet.agent.model import AppMemory, Failure, Resolved
+from tinyfleet.agent.state import AgentState, StateStore, write_atomically
+from tinyfleet.protocol import AppSpec, DesiredState, Phase
 
 IMAGE = "127.0.0.1:5000/acme/web@sha256:" + "a" * 64
 

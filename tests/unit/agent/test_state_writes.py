@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
-from agent.state import AgentState, StateStore
-from agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
-from controller.signing import Signer
-from oci.platform import Platform
-from protocol import AppSpec, DesiredState, HealthPolicy, Phase, encode
+from tinyfleet.agent.config import AgentConfig
+from tinyfleet.agent.service import Agent
+from tinyfleet.agent.state import AgentState, StateStore
+from tinyfleet.agent.testing import FakeClock, FakeEngine, FakeImage, FakeRegistry
+from tinyfleet.controller.signing import Signer
+from tinyfleet.oci.platform import Platform
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, encode
 
 ARM64 = Platform.parse("linux/arm64")
 SIGNER = Signer.generate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.cli import unit_text
+from tinyfleet.agent.cli import unit_text
 
 UNIT = Path(__file__).resolve().parents[3] / "systemd" / "tinyfleet-agent.service"
 

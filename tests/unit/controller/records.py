@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.model import Release, ReleasePlatform
-from controller.store import Incoming, Store
-from protocol.messages import AppStatus, Health, Phase, ReportedState, Status
+from tinyfleet.controller.model import Release, ReleasePlatform
+from tinyfleet.controller.store import Incoming, Store
+from tinyfleet.protocol.messages import AppStatus, Health, Phase, ReportedState, Status
 
 REPO = "127.0.0.1:5000/acme/hello"
 

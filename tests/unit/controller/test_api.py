@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import MAX_BODY_BYTES, ApiContext, create_app
-from controller.metrics import Metrics
-from controller.store import Incoming
 from tests.unit.controller.records import release, reported, running
 from tests.unit.controller.test_engine import World
+from tinyfleet.controller.api import MAX_BODY_BYTES, ApiContext, create_app
+from tinyfleet.controller.metrics import Metrics
+from tinyfleet.controller.store import Incoming
 
 TOKEN = "t" * 43
 

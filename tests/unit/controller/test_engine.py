@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from controller import engine as engine_module
-from controller.engine import Engine
-from controller.errors import Conflict, InvalidRequest, NotFound
-from controller.fleet import Fleet
-from controller.publisher import Publisher
-from controller.releases import Releases
-from controller.rollout import RolloutState, TargetState
-from controller.signing import Signer
-from controller.store import Incoming, Store
-from oci.registry import RegistryClient
-from protocol import topics
-from protocol.codec import decode
-from protocol.messages import DesiredState
 from tests.unit.controller.records import health, release, reported, running, seen
 from tests.unit.controller.test_publisher import Broker
+from tinyfleet.controller import engine as engine_module
+from tinyfleet.controller.engine import Engine
+from tinyfleet.controller.errors import Conflict, InvalidRequest, NotFound
+from tinyfleet.controller.fleet import Fleet
+from tinyfleet.controller.publisher import Publisher
+from tinyfleet.controller.releases import Releases
+from tinyfleet.controller.rollout import RolloutState, TargetState
+from tinyfleet.controller.signing import Signer
+from tinyfleet.controller.store import Incoming, Store
+from tinyfleet.oci.registry import RegistryClient
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import decode
+from tinyfleet.protocol.messages import DesiredState
 
 SIGNER = Signer.generate()
 

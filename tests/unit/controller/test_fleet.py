@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from controller.errors import InvalidRequest, NotFound
-from controller.fleet import Fleet, is_online
-from controller.model import DeviceRecord
-from controller.store import Store
 from tests.unit.controller.records import release, seen
+from tinyfleet.controller.errors import InvalidRequest, NotFound
+from tinyfleet.controller.fleet import Fleet, is_online
+from tinyfleet.controller.model import DeviceRecord
+from tinyfleet.controller.store import Store
 
 
 @pytest.mark.parametrize("status_online,last_seen,now,online", [

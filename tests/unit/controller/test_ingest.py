@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from controller.ingest import CLEARED, Dropped, Ingest, classify
-from controller.metrics import Metrics
-from controller.store import Store
-from protocol import topics
-from protocol.codec import MAX_PAYLOAD_BYTES, encode
-from protocol.messages import DesiredState, Health, ReportedState, Status
 from tests.unit.controller.records import health, reported, status
+from tinyfleet.controller.ingest import CLEARED, Dropped, Ingest, classify
+from tinyfleet.controller.metrics import Metrics
+from tinyfleet.controller.store import Store
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import MAX_PAYLOAD_BYTES, encode
+from tinyfleet.protocol.messages import DesiredState, Health, ReportedState, Status
 
 GOOD = encode(status("pi-1"))
 

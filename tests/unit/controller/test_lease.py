@@ -3,10 +3,10 @@ over once the holder's connection is gone; on SQLite the one controller always h
 
 from __future__ import annotations
 
-from controller.dialect import Location
-from controller.lease import Lease
-from controller.store import Store
 from tests.support.wait import eventually
+from tinyfleet.controller.dialect import Location
+from tinyfleet.controller.lease import Lease
+from tinyfleet.controller.store import Store
 
 
 def test_one_controller_at_a_time_holds_the_lease_and_another_takes_it_when_it_goes(store_url: str) -> None:

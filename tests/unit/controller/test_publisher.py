@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.publisher import Publisher, next_generation
-from controller.signing import Signer
-from controller.store import Incoming, Store
-from protocol import topics
-from protocol.codec import decode, open_envelope
-from protocol.messages import DesiredState
-from protocol.signing import check
 from tests.unit.controller.records import release, reported, seen
+from tinyfleet.controller.publisher import Publisher, next_generation
+from tinyfleet.controller.signing import Signer
+from tinyfleet.controller.store import Incoming, Store
+from tinyfleet.protocol import topics
+from tinyfleet.protocol.codec import decode, open_envelope
+from tinyfleet.protocol.messages import DesiredState
+from tinyfleet.protocol.signing import check
 
 SIGNER = Signer.generate()
 
@@ -151,7 +151,7 @@ def test_force_republishes_one_device_signed_at_a_new_generation_and_only_once(s
 def test_a_release_s_lock_max_wait_reaches_the_board_and_survives_the_store(store_url: str) -> None:
     from dataclasses import replace as with_
 
-    from protocol import UpdateLockPolicy
+    from tinyfleet.protocol import UpdateLockPolicy
     store, broker, pub = fleet(store_url)
     seen(store, "a")
     patient = store.add_release(with_(release(1), lock_max_wait=600.0))

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from controller import rollout as machine
-from controller.errors import InvalidRequest
-from controller.rollout import Amount, Assign, DeviceView, Rollout, RolloutState, Target, TargetState
-from protocol.messages import AppStatus, LockHeld, Phase
+from tinyfleet.controller import rollout as machine
+from tinyfleet.controller.errors import InvalidRequest
+from tinyfleet.controller.rollout import Amount, Assign, DeviceView, Rollout, RolloutState, Target, TargetState
+from tinyfleet.protocol.messages import AppStatus, LockHeld, Phase
 
 NEW = "reg.example/acme/hello@sha256:" + "b" * 64
 OLD = "reg.example/acme/hello@sha256:" + "a" * 64

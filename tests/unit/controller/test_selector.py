@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.errors import InvalidRequest
-from controller.selector import Kind, Selector
+from tinyfleet.controller.errors import InvalidRequest
+from tinyfleet.controller.selector import Kind, Selector
 
 
 @pytest.mark.parametrize("text,kind,values,canonical", [

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import signing
-from controller.store import Store
-from protocol import DesiredState
-from protocol.signing import PublicKey, check
+from tinyfleet.controller import signing
+from tinyfleet.controller.store import Store
+from tinyfleet.protocol import DesiredState
+from tinyfleet.protocol.signing import PublicKey, check
 
 
 def mode(path: Path) -> int:

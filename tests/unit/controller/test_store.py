@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.dialect import Location
-from controller.errors import StoreError
-from controller.model import Binding
-from controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
-from controller.selector import Selector
-from controller.store import SCHEMA_VERSION, Incoming, Store
-from protocol.messages import AppSpec, HealthPolicy
 from tests.unit.controller.records import health, release, reported, running, seen, status
+from tinyfleet.controller.dialect import Location
+from tinyfleet.controller.errors import StoreError
+from tinyfleet.controller.model import Binding
+from tinyfleet.controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
+from tinyfleet.controller.selector import Selector
+from tinyfleet.controller.store import SCHEMA_VERSION, Incoming, Store
+from tinyfleet.protocol.messages import AppSpec, HealthPolicy
 
 
 @pytest.fixture
@@ -300,7 +300,7 @@ def test_reported_apps_come_back_as_statuses(store: Store) -> None:
     assert d.app_status("hello") == running("hello", img) and d.app_status("other") is None
     from dataclasses import replace
 
-    from protocol.messages import LockHeld, Phase
+    from tinyfleet.protocol.messages import LockHeld, Phase
     held = replace(running("hello", img), phase=Phase.PENDING, locked=LockHeld("print-job-42", 1.0, 60.0))
     store.record([Incoming(reported("a", 5, held), live=True)], now=2, stale_after=3)
     assert store.device("a").app_status("hello") == held  # type: ignore[union-attr]  # the lock, for the rollout

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.cli.views import devices_table, needs_attention
+from tinyfleet.controller.cli.views import devices_table, needs_attention
 
 
 def device(n: int, *, online: bool = True, phase: str = "running", release: int = 3,
@@ -51,7 +51,7 @@ def test_what_needs_attention() -> None:
 
 
 def test_a_big_rollout_shows_its_failures_before_its_batches() -> None:
-    from controller.cli.views import rollout_view
+    from tinyfleet.controller.cli.views import rollout_view
 
     targets = [{"device": f"pi-{n:04d}", "batch": n // 100, "state": "converged", "reason": None} for n in range(1000)]
     targets[777] = {**targets[777], "state": "failed", "reason": "failed: rolled_back: unhealthy"}

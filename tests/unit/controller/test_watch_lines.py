@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controller.cli import live
-from controller.cli.views import fleet_line, rollout_line, rollout_view
 from tests.unit.controller.test_views import device
+from tinyfleet.controller.cli import live
+from tinyfleet.controller.cli.views import fleet_line, rollout_line, rollout_view
 
 
 def rollout(state: str = "running", converged: int = 1, updating: int = 1, pending: int = 1,

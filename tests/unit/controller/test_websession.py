@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import ApiContext, create_app
-from controller.metrics import Metrics
-from controller.websession import COOKIE
 from tests.unit.controller.records import release
 from tests.unit.controller.test_engine import World
+from tinyfleet.controller.api import ApiContext, create_app
+from tinyfleet.controller.metrics import Metrics
+from tinyfleet.controller.websession import COOKIE
 
 TOKEN = "s" * 43
 OWN = "http://testserver"

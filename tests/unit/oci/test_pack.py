@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from oci import elf, pack
-from oci.errors import PackError
-from oci.platform import Platform
 from tests.support import elf_maker
+from tinyfleet.oci import elf, pack
+from tinyfleet.oci.errors import PackError
+from tinyfleet.oci.platform import Platform
 
 P = Platform.parse
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from oci.errors import PlatformMissing
-from oci.platform import Platform, choose
+from tinyfleet.oci.errors import PlatformMissing
+from tinyfleet.oci.platform import Platform, choose
 
 P = Platform.parse
 

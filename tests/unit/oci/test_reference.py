@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from oci.errors import ImageReferenceError
-from oci.reference import ImageReference
+from tinyfleet.oci.errors import ImageReferenceError
+from tinyfleet.oci.reference import ImageReference
 
 D = "sha256:" + "0123456789abcdef" * 4
 

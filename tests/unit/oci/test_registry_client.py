@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from oci import errors as oe
-from oci import manifest as mf
-from oci import sizes
-from oci.platform import Platform
-from oci.reference import ImageReference
-from oci.registry import Credentials, RegistryClient
 from tests.support.http_peer import Answer, serve
+from tinyfleet.oci import errors as oe
+from tinyfleet.oci import manifest as mf
+from tinyfleet.oci import sizes
+from tinyfleet.oci.platform import Platform
+from tinyfleet.oci.reference import ImageReference
+from tinyfleet.oci.registry import Credentials, RegistryClient
 
 
 def digest(data: bytes) -> str:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import protocol
-from protocol import codec, topics
-from protocol.errors import PayloadTooLarge, ProtocolError, UnsupportedVersion
 from tests.conftest import GOLDEN
+from tinyfleet import protocol
+from tinyfleet.protocol import codec, topics
+from tinyfleet.protocol.errors import PayloadTooLarge, ProtocolError, UnsupportedVersion
 
 DIGEST = "sha256:" + "ab" * 32
 GOOD = {
@@ -259,7 +259,7 @@ def test_bad_device_ids_cannot_build_topics(device_id: str) -> None:
 # --- broker addresses ---------------------------------------------------------------------------
 
 def test_broker_addresses_parse_with_defaults_and_keep_secrets_out_of_repr() -> None:
-    from protocol.broker import BrokerAddress
+    from tinyfleet.protocol.broker import BrokerAddress
     a = BrokerAddress.parse("mqtts://ops:s3cret@fleet.example.com")
     assert (a.host, a.port, a.tls, a.username, a.password) == ("fleet.example.com", 8883, True, "ops", "s3cret")
     assert "s3cret" not in repr(a) and str(a) == "mqtts://fleet.example.com:8883"
@@ -271,7 +271,7 @@ def test_broker_addresses_parse_with_defaults_and_keep_secrets_out_of_repr() -> 
     ("mqtt://u:pw@x", "not in the URL"),
 ])
 def test_bad_broker_addresses_are_refused(url: str, problem: str) -> None:
-    from protocol.broker import BrokerAddress
+    from tinyfleet.protocol.broker import BrokerAddress
     with pytest.raises(ProtocolError, match=problem) as caught:
         BrokerAddress.parse(url, credentials_in_url=False)
     assert "pw" not in str(caught.value)

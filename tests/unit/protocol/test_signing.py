@@ -8,12 +8,12 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import protocol
-from controller.signing import Signer, _public
-from protocol.codec import open_envelope
-from protocol.errors import ProtocolError
-from protocol.signing import PublicKey, SignatureRefused, check
 from tests.conftest import GOLDEN
+from tinyfleet import protocol
+from tinyfleet.controller.signing import Signer, _public
+from tinyfleet.protocol.codec import open_envelope
+from tinyfleet.protocol.errors import ProtocolError
+from tinyfleet.protocol.signing import PublicKey, SignatureRefused, check
 
 SIGNED = GOLDEN / "desired-1.1-signed.json"
 SIGNED_1_2 = GOLDEN / "desired-1.2-signed-lock.json"  # update locks: update_lock and force are covered too

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol import topics
-from provisioning import credentials
-from provisioning.errors import CredentialError
+from tinyfleet.protocol import topics
+from tinyfleet.provisioning import credentials
+from tinyfleet.provisioning.errors import CredentialError
 
 
 def test_hash_is_mosquittos_pbkdf2_sha512_format() -> None:
@@ -106,7 +106,7 @@ def test_the_acl_gives_each_device_read_on_its_desired_topic_and_write_on_its_ot
 
 @pytest.mark.parametrize("command", ["customize", "flash", "serial"])
 def test_provisioning_commands_refuse_a_reserved_device_id_before_doing_anything(command: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    from controller.cli import build_parser
+    from tinyfleet.controller.cli import build_parser
 
     extra = {"customize": ["x.img"], "flash": ["x.img", "--target", "x-out.img"], "serial": ["--port", "/dev/null",
                                                                                        "--user", "root"]}[command]

@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from provisioning.device import DeviceSettings, toml_value
-from provisioning.errors import CredentialError
 from tests.support.cli import CONTROLLER_KEY
+from tinyfleet.provisioning.device import DeviceSettings, toml_value
+from tinyfleet.provisioning.errors import CredentialError
 
 NASTY = ['plain', 'quote " inside', "back\\slash", "new\nline\ttab", "\x00\x1f\x7f", "ünïcødé ✓", "'single'", ""]
 
@@ -63,7 +63,7 @@ def test_repr_never_shows_the_secret() -> None:
 
 
 def test_the_agent_reads_what_provisioning_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from agent.config import load
+    from tinyfleet.agent.config import load
 
     settings = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", 'tricky "se\\cret"\n',
                               "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", "linux/arm/v6",

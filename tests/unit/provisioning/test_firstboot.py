@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from provisioning.device import DeviceSettings
-from provisioning.firstboot import (
+from tests.support.cli import CONTROLLER_KEY
+from tinyfleet.provisioning.device import DeviceSettings
+from tinyfleet.provisioning.firstboot import (
     FIRSTRUN_TOKENS,
     NOCLOUD_TOKEN,
     BootOptions,
@@ -20,7 +21,6 @@ from provisioning.firstboot import (
     plan,
     seed_label,
 )
-from tests.support.cli import CONTROLLER_KEY
 
 BASE = "console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 fsck.repair=yes rootwait\n"
 SETTINGS = DeviceSettings("pi-0001", "mqtts://broker.example.com:8883", "pi-0001", "s3cret-with-\"quote\"",

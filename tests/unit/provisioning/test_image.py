@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from provisioning.errors import ImageError, TruncatedImage
-from provisioning.image import parse_table, sniff
-from provisioning.target import mounts_by_device, swap_devices
+from tinyfleet.provisioning.errors import ImageError, TruncatedImage
+from tinyfleet.provisioning.image import parse_table, sniff
+from tinyfleet.provisioning.target import mounts_by_device, swap_devices
 
 
 def mbr(*entries: tuple[int, int, int]) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisioning.board import parse_identity
-from provisioning.shell import Screen, classify, clean
+from tinyfleet.provisioning.board import parse_identity
+from tinyfleet.provisioning.shell import Screen, classify, clean
 
 NOISE = "[   12.345678] usb 1-1.3: new high-speed USB device number 4 using dwc_otg\r\n"
 

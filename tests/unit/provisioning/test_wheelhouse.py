@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.errors import CredentialError
-from provisioning.installer import AgentSource, agent_steps
-from provisioning.wheelhouse import load, platform_tags
+from tinyfleet.provisioning.errors import CredentialError
+from tinyfleet.provisioning.installer import AgentSource, agent_steps
+from tinyfleet.provisioning.wheelhouse import load, platform_tags
 
 
 @pytest.mark.parametrize("platform, first, last", [

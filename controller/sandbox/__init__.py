@@ -1,6 +1,0 @@
-"""Private, throw-away instances of the real services tinyfleet talks to - Mosquitto, dockerd, the
-registry - plus qemu binfmt and the demo workload's static binaries.
-
-Used by `tinyfleet demo`, the test fixtures and the benchmarks. Everything binds to loopback, lives
-under one directory and is stopped (processes, mounts, bridge) by `stop()`.
-"""
