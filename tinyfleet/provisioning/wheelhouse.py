@@ -29,7 +29,7 @@ GLIBC_MINORS = range(17, 42)
 ARCHES = {"linux/arm64": "aarch64", "linux/arm/v7": "armv7l", "linux/arm/v6": "armv6l", "linux/amd64": "x86_64"}
 DEFAULT_PLATFORM = "linux/arm64"
 DEFAULT_PYTHON = "3.11"  # Debian bookworm's (Raspberry Pi OS bookworm)
-SOURCE_TREE = Path(__file__).resolve().parents[1]
+SOURCE_TREE = Path(__file__).resolve().parents[2]
 TIMEOUT = 600
 
 
