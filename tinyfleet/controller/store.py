@@ -37,6 +37,7 @@ from tinyfleet.controller.selector import Kind, Selector
 from tinyfleet.protocol.messages import Health, HealthPolicy, ReportedState, Status
 
 SCHEMA_VERSION = len(MIGRATIONS)
+ROWS_PER_STATEMENT = 500  # x at most 10 values: far under SQLite's 32,766 bound parameters
 
 # A live message is a sign of life: it (re)starts `online_since` when the device was offline or its
 # last sign of life is older than `stale`, and marks it online. Retained deliveries (:seen NULL) are
@@ -172,6 +173,17 @@ class Store:
     def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         with self.transaction():
             return self._db.execute(sql, params)
+
+    def _values(self, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> list[tuple[Any, ...]]:
+        """`head` VALUES (...), (...) `tail` for many rows, a few hundred rows per statement: one statement
+        (one round trip to PostgreSQL) instead of one per row. Returns what a RETURNING `tail` returns."""
+        returned: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start:start + ROWS_PER_STATEMENT]
+            cur = self._db.execute_values(head, chunk, tail)
+            if "RETURNING" in tail:
+                returned += cur.fetchall()
+        return returned
 
     def _migrate(self) -> None:
         with self.transaction():
@@ -374,11 +386,10 @@ class Store:
                 return []
             self._db.executemany("DELETE FROM assignments WHERE device_id = ? AND app = ?",
                                  [(d, app) for d in changed if final[d] is None])
-            self._db.executemany(
-                "INSERT INTO assignments (device_id, app, release_id, rollout_id, assigned_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id, "
-                "rollout_id = excluded.rollout_id, assigned_at = excluded.assigned_at",
-                [(d, app, final[d], rollout_id, now) for d in changed if final[d] is not None])
+            self._values("INSERT INTO assignments (device_id, app, release_id, rollout_id, assigned_at)",
+                         [(d, app, final[d], rollout_id, now) for d in changed if final[d] is not None],
+                         "ON CONFLICT(device_id, app) DO UPDATE SET release_id = excluded.release_id, "
+                         "rollout_id = excluded.rollout_id, assigned_at = excluded.assigned_at")
             self._db.execute("UPDATE devices SET needs_publish = 1 WHERE id IN (SELECT value FROM json_each(?))",
                              (json.dumps(changed),))
             self._mark(changed)
@@ -405,13 +416,17 @@ class Store:
     def save_desired_many(self, documents: Sequence[tuple[str, int, bytes]]) -> None:
         """Record the desired documents just built; all or none: a generation that does not grow over the
         stored one fails them all."""
+        if len({device_id for device_id, _, _ in documents}) != len(documents):
+            raise StoreError("two desired documents for one device in one save")
         with self.transaction():
             self._mark(device_id for device_id, _, _ in documents)
-            for device_id, generation, payload in documents:
-                cur = self._db.execute("UPDATE devices SET desired_generation = ?, desired_payload = ?, "
-                                       "needs_publish = 0 WHERE id = ? AND desired_generation < ?",
-                                       (generation, payload, device_id, generation))
-                if cur.rowcount != 1:
+            # a VALUES list's columns are column1, column2 ... in both databases
+            saved = {r[0] for r in self._values(
+                "UPDATE devices SET desired_generation = v.column2, desired_payload = v.column3, needs_publish = 0 "
+                "FROM (", documents, ") AS v WHERE devices.id = v.column1 AND devices.desired_generation < v.column2 "
+                "RETURNING devices.id")}
+            for device_id, generation, _ in documents:  # raising rolls the transaction back: none is stored
+                if device_id not in saved:
                     raise StoreError(f"desired generation {generation} for {device_id} is not above the stored one")
 
     def documents_newer_than(self, announced: dict[str, int]) -> list[tuple[str, int, bytes]]:
@@ -507,14 +522,15 @@ class Store:
         return (RolloutState(row[0]), row[1]) if row else None
 
     def _save_targets(self, rollout_id: int, targets: Iterable[Target]) -> None:
-        self._db.executemany(
-            f"INSERT INTO rollout_targets (rollout_id, {_TARGET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(rollout_id, device_id) DO UPDATE SET state = excluded.state, "
-            "previous_release_id = excluded.previous_release_id, previous_image = excluded.previous_image, "
-            "batch = excluded.batch, started_at = excluded.started_at, generation = excluded.generation, "
-            "settled_at = excluded.settled_at, reason = excluded.reason",
-            [(rollout_id, t.device_id, t.state.value, t.previous_release_id, t.previous_image, t.batch, t.started_at,
-              t.generation, t.settled_at, t.reason) for t in targets])
+        rows = [(rollout_id, t.device_id, t.state.value, t.previous_release_id, t.previous_image, t.batch,
+                 t.started_at, t.generation, t.settled_at, t.reason) for t in targets]
+        if rows:
+            self._values(f"INSERT INTO rollout_targets (rollout_id, {_TARGET_COLUMNS})", rows,
+                         "ON CONFLICT(rollout_id, device_id) DO UPDATE SET state = excluded.state, "
+                         "previous_release_id = excluded.previous_release_id, "
+                         "previous_image = excluded.previous_image, batch = excluded.batch, "
+                         "started_at = excluded.started_at, generation = excluded.generation, "
+                         "settled_at = excluded.settled_at, reason = excluded.reason")
 
     def rollout(self, rollout_id: int) -> Rollout | None:
         """Inside a transaction the rollout stays locked until its end (another controller's API call that

@@ -15,7 +15,7 @@ from tinyfleet.controller.errors import StoreError
 from tinyfleet.controller.model import Binding
 from tinyfleet.controller.rollout import Amount, Rollout, RolloutState, Target, TargetState
 from tinyfleet.controller.selector import Selector
-from tinyfleet.controller.store import SCHEMA_VERSION, Incoming, Store
+from tinyfleet.controller.store import ROWS_PER_STATEMENT, SCHEMA_VERSION, Incoming, Store
 from tinyfleet.protocol.messages import AppSpec, HealthPolicy
 
 
@@ -196,6 +196,18 @@ def test_a_batch_of_assignments_applies_in_order_and_names_only_the_devices_that
     assert store.assign_many("hello", [("b", None), ("a", r1.id)], None, 3.0) == ["b"]
     assert store.desired_inputs_many(["b"])["b"][2] == []
     assert store.assign_many("hello", [], None, 4.0) == []
+
+
+def test_a_batch_larger_than_one_statement_is_stored_whole_and_byte_exact(store: Store) -> None:
+    devices = [f"pi-{i:04d}" for i in range(ROWS_PER_STATEMENT * 2 + 7)]
+    seen(store, *devices)
+    r1 = store.add_release(release(1))
+    assert store.assign_many("hello", [(d, r1.id) for d in devices], 3, 5.0) == devices
+    odd = b"it's 100% \\x00 ? \x00\xff"  # quotes, percent, backslash, placeholder, NUL: all plain bytes
+    store.save_desired_many([(d, 1, odd + d.encode()) for d in devices])
+    assert store.desired_payloads() == [(d, 1, odd + d.encode()) for d in devices]
+    assert store.devices_needing_publish() == []
+    assert {d: inputs[2] for d, inputs in store.desired_inputs_many(devices).items()} == {d: [r1] for d in devices}
 
 
 def test_documents_for_many_devices_are_stored_all_or_none(store: Store) -> None:
