@@ -1,7 +1,8 @@
 """Update locks against a real agent, dockerd and registry: the demo's static binary (a scratch image, no
 shell, no library) takes /run/tinyfleet/update.lock with one open(); the agent pulls the next version
 but does not switch to it until the lock is released, expires, the release's max wait is over, or the
-operator forces it."""
+operator forces it. The same binary can hold its lock without a file: it answers 423 on a port of its
+own (the release's update_lock.endpoint), and an app that answers nothing holds nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from tests.integration import test_agent
 from tests.integration.test_agent import Board, app
 from tinyfleet.oci.platform import Platform
-from tinyfleet.protocol import DesiredState, Phase, ReportedState, UpdateLockPolicy
+from tinyfleet.protocol import DesiredState, LockEndpoint, Phase, ReportedState, UpdateLockPolicy
 
 # The agent tests' fixtures (an agent process per board, the demo images, the signing MQTT peer).
 board, images, peer, proxy = test_agent.board, test_agent.images, test_agent.peer, test_agent.proxy
@@ -103,3 +104,34 @@ def test_a_held_lock_is_overridden_when(board, images, how: str) -> None:  # typ
         b.peer.publish(replace(DesiredState(b.id, b.generation, (spec,)), force=("hello",)))
     b.wait_phase("hello", Phase.RUNNING, images["v2"].ref, timeout=60)
     print(f"\nv2 landed {time.monotonic() - wanted_at:.1f}s after it was wanted ({how}; the lock was held for 1 h)")
+
+
+ASK_ME = UpdateLockPolicy(endpoint=LockEndpoint(8088, "/update-lock"))  # on the container's bridge address
+
+
+def test_v2_waits_while_v1_answers_its_lock_over_http_then_lands(board, images) -> None:  # type: ignore[no-untyped-def]
+    b = board(PLATFORM)
+    b.want(app(images["v1"], env=holding(15) + (("TINYHELLO_LOCK_HTTP", "8088"),), update_lock=ASK_ME))
+    b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+    (v1,) = b.containers("hello")
+    assert b"holds the update lock over HTTP" in v1.logs()
+    assert not (b.agent.state_dir / "locks" / "hello" / "update.lock").exists()  # no file: the answer is the lock
+    wanted_at = time.monotonic()
+    b.want(app(images["v2"], update_lock=ASK_ME))
+    status = locked(b, images["v2"].ref).app("hello")
+    assert status is not None and status.phase == Phase.PENDING and status.current_image == images["v1"].ref
+    assert status.locked is not None and status.locked.holder == "tinyhello 1"
+    assert status.locked.expires is not None and status.locked.expires > status.locked.since
+    assert_pulled_not_switched(b, images)
+    b.wait_phase("hello", Phase.RUNNING, images["v2"].ref, timeout=60)
+    print(f"\nv2 held {time.monotonic() - wanted_at:.1f}s by v1's HTTP lock (15 s from v1's start), then landed")
+
+
+def test_an_endpoint_nobody_answers_holds_nothing(board, images) -> None:  # type: ignore[no-untyped-def]
+    b = board(PLATFORM)
+    b.want(app(images["v1"], update_lock=ASK_ME))  # the release names an endpoint the app does not serve
+    b.wait_phase("hello", Phase.RUNNING, images["v1"].ref)
+    b.want(app(images["v2"], update_lock=ASK_ME))
+    report = b.wait_phase("hello", Phase.RUNNING, images["v2"].ref, timeout=60)
+    assert not any(r.app("hello") and r.app("hello").locked for r in b.peer.history.get(b.id, [])  # type: ignore[union-attr]
+                   if r.generation == report.generation)

@@ -36,6 +36,15 @@ def _time(text: str | None) -> float | None:
     return stamp + float(f"0.{frac[:6]}") if frac else stamp
 
 
+def _address(info: dict[str, Any]) -> str | None:
+    """The container's address as this host reaches it (an app's update-lock endpoint, agent.locks)."""
+    if (info.get("HostConfig") or {}).get("NetworkMode") == "host":
+        return "127.0.0.1"
+    net = info.get("NetworkSettings") or {}
+    found = [net.get("IPAddress")] + [n.get("IPAddress") for n in (net.get("Networks") or {}).values()]
+    return next((a for a in found if a), None)
+
+
 @contextlib.contextmanager
 def _engine_errors(what: str) -> Iterator[None]:
     """Connection-level trouble is transient; the caller maps API refusals itself."""
@@ -105,7 +114,7 @@ class DockerEngine:
             state=state.get("Status", "unknown"), health=(state.get("Health") or {}).get("Status", "none"),
             restart_count=int(info.get("RestartCount") or 0),
             started_at=_time(state.get("StartedAt")) if state.get("Status") != "created" else None,
-            exit_code=state.get("ExitCode"))
+            exit_code=state.get("ExitCode"), address=_address(info))
 
     def disk_free(self) -> int | None:
         try:

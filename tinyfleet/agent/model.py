@@ -39,6 +39,7 @@ class ContainerView:
     restart_count: int = 0
     started_at: float | None = None
     exit_code: int | None = None
+    address: str | None = None  # where the agent reaches the container (bridge IP); None: no network
 
     @property
     def running(self) -> bool:

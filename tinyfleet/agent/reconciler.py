@@ -16,8 +16,8 @@ import structlog
 from tinyfleet.agent import __version__
 from tinyfleet.agent.errors import Terminal, Transient
 from tinyfleet.agent.executor import Engine, Executor, Verifier, failure_for
-from tinyfleet.agent.locks import DEFAULT_LIFETIME_S, LockDirs
-from tinyfleet.agent.model import Facts, Observed
+from tinyfleet.agent.locks import DEFAULT_LIFETIME_S, Asked, LockDirs, LockEndpoints
+from tinyfleet.agent.model import Facts, Observed, UpdateLock
 from tinyfleet.agent.plan import Plan, plan
 from tinyfleet.agent.state import AgentState, StateStore
 from tinyfleet.agent.steps import judges_the_spec, leaves_the_engine_alone
@@ -57,17 +57,34 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.locks = LockDirs(store.path.parent / "locks", settings.lock_lifetime_s)
+        self.lock_endpoints = LockEndpoints(settings.lock_lifetime_s)
         self.executor = Executor(engine, verifier, store, device_id, platform, clock, self.locks)
         self.last: Outcome = Outcome(None)
         self._disk_free: int | None = None
 
-    def facts(self, state: AgentState, now: float) -> Facts:
+    def facts(self, state: AgentState, now: float, observed: Observed | None = None) -> Facts:
         return Facts(device_id=self.device_id, platform=self.platform, now=now,
                      default_budget=self.settings.default_budget, disk_free=self._disk_free,
                      min_free_bytes=self.settings.min_free_bytes, unhealthy_grace_s=self.settings.unhealthy_grace_s,
                      default_health=self.settings.default_health,
-                     memory=state.memory, pulled=state.pulled,
-                     locks=self.locks.read([a.name for a in state.desired.apps], now) if state.desired else {})
+                     memory=state.memory, pulled=state.pulled, locks=self._locks(state, observed, now))
+
+    def _locks(self, state: AgentState, observed: Observed | None, now: float) -> dict[str, UpdateLock]:
+        """Update locks held now: the lock files, then (for apps without one) the endpoints of running
+        containers an update would replace - asked only while a switch is pending."""
+        if state.desired is None:
+            return {}
+        held = self.locks.read([a.name for a in state.desired.apps], now)
+        targets = []
+        for spec in state.desired.apps:
+            endpoint = spec.update_lock.endpoint if spec.update_lock else None
+            if endpoint is None or spec.name in held or observed is None:
+                continue
+            replaced = [c for c in observed.for_app(spec.name) if c.running and c.spec_hash != spec.spec_hash()]
+            old = max(replaced, key=lambda c: c.created_at, default=None)
+            if old is not None and old.address:
+                targets.append(Asked(spec.name, old.id, old.address, endpoint))
+        return held | self.lock_endpoints.read(targets, now)
 
     def reconcile(self) -> Outcome:
         with self.store.batch():  # one state write per reconcile, plus the ones steps ask for
@@ -89,7 +106,7 @@ class Reconciler:
                     return Outcome(current, f"engine: {exc}")
             # Judged at the time of the look, even when it is reused: a verdict that depends on the clock
             # (settled, past its deadline) must not pair a later time with what the engine said earlier.
-            current = plan(state.desired, observed, self.facts(state, seen_at))
+            current = plan(state.desired, observed, self.facts(state, seen_at, observed))
             if current.idle:
                 return Outcome(current, None)
             failed: set[str] = set()

@@ -32,8 +32,9 @@ from tinyfleet.protocol.fields import Reader
 from tinyfleet.protocol.messages import DesiredState, Health, ReportedState, Signature, Status
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 3  # 1.1: desired states are signed (sig.endorsements for key rotation); 1.2: update locks
-# (AppSpec.update_lock, DesiredState.force, AppStatus.locked); 1.3: Status.generation (the connect handshake)
+SCHEMA_MINOR = 4  # 1.1: desired states are signed (sig.endorsements for key rotation); 1.2: update locks
+# (AppSpec.update_lock, DesiredState.force, AppStatus.locked); 1.3: Status.generation (the connect handshake);
+# 1.4: UpdateLockPolicy.endpoint (an update lock the app answers over HTTP)
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MAX_PAYLOAD_BYTES = 64 * 1024
 

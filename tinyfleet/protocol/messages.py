@@ -113,19 +113,46 @@ class Limits:
         return {"memory_bytes": self.memory_bytes, "cpus": self.cpus}
 
 
+LOCK_PATH_RE = re.compile(r"/[A-Za-z0-9._~/?=&%-]{0,255}")
+
+
+@dataclass(frozen=True)
+class LockEndpoint:
+    """An update lock the app answers over HTTP instead of a file (1.4), for apps without a writable file
+    system. The agent asks `GET <path>` on `port` of the running container (its bridge address) before
+    switching: 423 means held (JSON {"holder", "expires_in"}); anything else, or no answer, means free,
+    so a dead app can never leave a lock behind (agent.locks)."""
+
+    port: int
+    path: str = "/update-lock"
+
+    @classmethod
+    def read(cls, r: Reader) -> LockEndpoint:
+        return cls(port=r.int("port", lo=1, hi=65535), path=r.str("path", "/update-lock", pattern=LOCK_PATH_RE))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "path": self.path}
+
+
 @dataclass(frozen=True)
 class UpdateLockPolicy:
     """How long the release lets an app's update lock hold it back (1.2). The lock itself is the app's
-    (a file it creates in /run/tinyfleet/, see agent.locks); this is the release's patience with it."""
+    (a file it creates in /run/tinyfleet/, or its answer at `endpoint`, see agent.locks); this is the
+    release's patience with it."""
 
     max_wait_seconds: float | None = None  # None: wait until the lock is released or expires
+    endpoint: LockEndpoint | None = None  # 1.4: also ask the app itself (HTTP) whether it holds its lock
 
     @classmethod
     def read(cls, r: Reader) -> UpdateLockPolicy:
-        return cls(max_wait_seconds=r.num("max_wait_seconds", None, hi=30 * 86400))
+        return cls(max_wait_seconds=r.num("max_wait_seconds", None, hi=30 * 86400),
+                   endpoint=r.sub("endpoint", LockEndpoint.read, None))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_wait_seconds": self.max_wait_seconds}
+        out: dict[str, Any] = {"max_wait_seconds": self.max_wait_seconds}
+        if self.endpoint is not None:  # absent unless set: documents of 1.2 encode (and sign) as before
+            out["endpoint"] = self.endpoint.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -450,5 +477,5 @@ class Status:
 
 
 __all__ = ["DIGEST_RE", "AppSpec", "AppStatus", "DesiredState", "Endorsement", "Health", "HealthPolicy", "Limits",
-           "LockHeld", "Phase", "UpdateLockPolicy",
+           "LockEndpoint", "LockHeld", "Phase", "UpdateLockPolicy",
            "PortMapping", "ReportedState", "RestartPolicy", "Signature", "Status"]

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.unit.agent.test_convergence import Board, app
-from tinyfleet.agent.locks import LOCK_FILE, LockDirs, parse
+from tinyfleet.agent.locks import LOCK_FILE, Asked, LockDirs, LockEndpoints, answer, parse
 from tinyfleet.agent.model import UpdateLock
-from tinyfleet.protocol import Phase
+from tinyfleet.protocol import LockEndpoint, Phase
 
 NOW = 1_800_000_000.0
 MTIME = NOW - 100
@@ -66,3 +69,68 @@ def test_an_update_waits_for_the_lock_and_lands_when_it_is_released(tmp_path: Pa
     board.converge()
     assert board.status().phase == Phase.RUNNING and board.status().current_image == app("w2").image
     assert board.status().locked is None
+
+
+# --- the endpoint form: the app answers over HTTP (protocol 1.4 update_lock.endpoint) ----------------
+
+SINCE = NOW - 30
+
+
+@pytest.mark.parametrize("status, content, expected", [
+    (423, json.dumps({"holder": "flight-7", "expires_in": 120}).encode(), UpdateLock("flight-7", SINCE, NOW + 120)),
+    (423, b"print-job-42", UpdateLock("print-job-42", SINCE, NOW + LIFETIME)),  # no expiry: the lifetime
+    (423, json.dumps({"owner": "greedy", "expires_in": 10**9}).encode(), UpdateLock("greedy", SINCE, NOW + LIFETIME)),
+    (423, b"", UpdateLock("unknown", SINCE, NOW + LIFETIME)),
+    (423, json.dumps({"holder": "done", "expires_in": 0}).encode(), None),  # held for no time: free
+    (423, json.dumps({"holder": "x", "expires_in": "soon"}).encode(), UpdateLock("x", SINCE, NOW + LIFETIME)),
+    (200, json.dumps({"holder": "ignored", "expires_in": 60}).encode(), None),  # only 423 holds
+    (404, b"not found", None),  # an app that never heard of update locks
+    (500, b"", None),
+])
+def test_an_endpoint_answer_reads_as(status: int, content: bytes, expected: UpdateLock | None) -> None:
+    assert answer(status, content, SINCE, NOW, LIFETIME) == expected
+
+
+class App(BaseHTTPRequestHandler):
+    """An app's lock endpoint on loopback; `reply` is what it says next."""
+
+    reply: tuple[int, bytes] = (423, b"{}")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's spelling)
+        status, body = self.server.reply  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def app_endpoint() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_endpoint_lock_is_held_while_the_app_says_so_since_it_first_did(app_endpoint) -> None:  # type: ignore[no-untyped-def]
+    endpoints = LockEndpoints(lifetime=LIFETIME, timeout=0.5)
+    asked = Asked("web", "c1", "127.0.0.1", LockEndpoint(app_endpoint.server_address[1], "/update-lock"))
+    app_endpoint.reply = (423, json.dumps({"holder": "job", "expires_in": 60}).encode())
+    assert endpoints.read([asked], NOW) == {"web": UpdateLock("job", NOW, NOW + 60)}
+    assert endpoints.read([asked], NOW + 5) == {"web": UpdateLock("job", NOW, NOW + 65)}  # since: first heard
+    app_endpoint.reply = (200, b"")
+    assert endpoints.read([asked], NOW + 10) == {}
+    app_endpoint.reply = (423, b"job-2")
+    assert endpoints.read([asked], NOW + 20)["web"].since == NOW + 20  # a new holding, a new since
+
+
+def test_an_endpoint_that_does_not_answer_holds_nothing(app_endpoint) -> None:  # type: ignore[no-untyped-def]
+    port = app_endpoint.server_address[1]
+    app_endpoint.shutdown()
+    app_endpoint.server_close()  # the app died: connection refused
+    asked = Asked("web", "c1", "127.0.0.1", LockEndpoint(port))
+    assert LockEndpoints(lifetime=LIFETIME, timeout=0.5).read([asked], NOW) == {}

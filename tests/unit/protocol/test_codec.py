@@ -148,8 +148,8 @@ def test_spec_hash_changes_with_the_spec_and_only_then() -> None:
 
 # --- the compatibility rule, on golden documents both sides decode --------------------------------
 
-@pytest.mark.parametrize("name", ["desired-1.0", "desired-1.1-signed", "desired-1.2-signed-lock", "reported-1.0",
-                                  "health-1.0", "status-1.0"])
+@pytest.mark.parametrize("name", ["desired-1.0", "desired-1.1-signed", "desired-1.2-signed-lock",
+                                  "desired-1.4-lock-endpoint", "reported-1.0", "health-1.0", "status-1.0"])
 def test_golden_documents_decode_and_round_trip(name: str) -> None:
     raw = (GOLDEN / f"{name}.json").read_bytes()
     message = protocol.decode(raw)
@@ -190,6 +190,27 @@ def test_golden_update_lock_reads_as_expected() -> None:
     assert sensor is not None and sensor.update_lock == protocol.UpdateLockPolicy(max_wait_seconds=3600.0)
     assert relay is not None and relay.update_lock == protocol.UpdateLockPolicy(None)
     assert desired.force == ("relay",)
+
+
+def test_golden_lock_endpoint_reads_as_expected() -> None:
+    desired = protocol.decode((GOLDEN / "desired-1.4-lock-endpoint.json").read_bytes())
+    assert isinstance(desired, protocol.DesiredState)
+    sensor, relay = desired.app("sensor"), desired.app("relay")
+    assert sensor is not None and sensor.update_lock == protocol.UpdateLockPolicy(
+        max_wait_seconds=900.0, endpoint=protocol.LockEndpoint(8080, "/update-lock"))
+    assert relay is not None and relay.update_lock is not None
+    assert relay.update_lock.endpoint == protocol.LockEndpoint(9000, "/busy?who=relay")
+
+
+@pytest.mark.parametrize("endpoint", [{"port": 0}, {"port": 70000}, {"path": "/x"}, {"port": 80, "path": "no-slash"},
+                                      {"port": 80, "path": "/a b"}])
+def test_a_lock_endpoint_needs_a_port_and_an_absolute_path(endpoint: dict[str, object]) -> None:
+    with pytest.raises(protocol.ProtocolError, match="endpoint"):
+        protocol.decode(with_change("body.apps.0.update_lock", {"endpoint": endpoint}))
+
+
+def test_an_older_policy_encodes_without_an_endpoint() -> None:
+    assert protocol.UpdateLockPolicy(60).to_dict() == {"max_wait_seconds": 60}
 
 
 def test_the_update_lock_policy_does_not_change_the_spec_hash() -> None:
