@@ -42,6 +42,7 @@ import docker
 from bench.faultproxy import FaultProxy
 from bench.images import publish
 from sandbox.agents import AgentProcess
+from sandbox.controller import ControllerProcess  # the controller as an operator runs it, to kill -9
 from sandbox.dockerd import Dockerd
 from sandbox.mosquitto import Mosquitto
 from sandbox.peer import FleetPeer
@@ -412,9 +413,6 @@ def accepted_generations(log: Path) -> list[int]:
 
 @timed
 def controller_kill(root: Path, broker_url: str, registry_host: str, docker_host: str, boards: int = 3) -> Case:
-    # The controller as an operator runs it, in a process to kill -9 (the tests' harness for it).
-    from tests.support.fleet import ControllerProcess
-
     case = Case("controller-kill", "the rollout resumes after the controller is killed mid-batch and completes; "
                                    "each board accepts one desired document and creates one container for v2")
     v1, _ = publish(registry_host, root, "faults/ctl", "1")

@@ -4,17 +4,14 @@ or as the real `tinyfleet controller` command, and emulated devices that clean u
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.controller import ControllerProcess as ControllerProcess  # the tests' name for it, from the kit
 from sandbox.images import publish_demo
-from sandbox.process import ManagedProcess
 from tests.support.emulated_device import EmulatedDevice
 from tests.support.wait import eventually
-from tinyfleet.controller.client import ApiClient, ControllerUnreachable
+from tinyfleet.controller.client import ApiClient
 from tinyfleet.controller.service import Controller, ControllerConfig
 from tinyfleet.oci.platform import Platform
 
@@ -50,67 +47,6 @@ def client_of(controller: Controller) -> ApiClient:
     return ApiClient(controller.url, controller.token)
 
 
-@dataclass
-class ControllerProcess:
-    """`tinyfleet controller` as an operator runs it, in a subprocess that a test can kill -9.
-
-    With port 0 it listens where the kernel puts it and the test reads the address from its log (a port
-    picked beforehand can be taken by someone else's connection before the controller binds it); each
-    start may then get another port: take `url` / `client()` after `start()`."""
-
-    root: Path
-    broker_url: str
-    port: int = 0
-    database: str | None = None  # a store_url: PostgreSQL, or a SQLite path instead of root/controller.db
-
-    def __post_init__(self) -> None:
-        self.db = self.root / "controller.db"
-        self.token_file = self.root / "api-token"
-        exe = Path(sys.executable).parent / "tinyfleet"
-        self.proc = ManagedProcess("tinyfleet-controller", [
-            str(exe), "controller", "--broker", self.broker_url, "--db", str(self.db),
-            *(["--database", self.database] if self.database else []),
-            "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", "1", "--tick", "0.2",
-            "--log-format", "json"], self.root / "controller.log")
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    @property
-    def public_key(self) -> str:
-        """What its boards trust (the controller writes it on its first start)."""
-        return (self.root / "signing-key.pub").read_text().strip()
-
-    def start(self) -> ControllerProcess:
-        seen = self.proc.log.stat().st_size if self.proc.log.exists() else 0
-        self.proc.start()
-
-        def answering() -> bool:
-            self.proc.check_alive()
-            api = _started_at(self.proc.log, seen)
-            if api is None or not self.token_file.exists():
-                return False
-            self.url = api
-            try:
-                self.client().devices()
-            except ControllerUnreachable:
-                return False
-            return True
-
-        eventually(answering, timeout=30, interval=0.1, what="tinyfleet controller answering")
-        return self
-
-    def client(self) -> ApiClient:
-        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=30)
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-    def log(self) -> str:
-        return self.proc.log.read_text(errors="replace") if self.proc.log.exists() else ""
-
-
 @contextlib.contextmanager
 def emulated_fleet(broker_port: int, prefix: str, platforms: list[str]) -> Iterator[list[EmulatedDevice]]:
     """Emulated devices named PREFIX-0, PREFIX-1, ... that leave nothing retained behind."""
@@ -136,16 +72,3 @@ def rollout_held_at_batch_1(api: ApiClient, devices: list[EmulatedDevice], prefi
     r = api.start_rollout("hello", v1["id"], f"tag:ring={prefix}", canary=1, batch=1, health_timeout=60)
     eventually(lambda: slow.received, what="batch 1 under way")
     return v1, r, slow
-
-
-def _started_at(log: Path, offset: int) -> str | None:
-    """The API address from the newest "controller started" line written after `offset`."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        lines = f.read().decode(errors="replace").splitlines()
-    for line in reversed(lines):
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("event") == "controller started":
-                return str(entry["api"])
-    return None
