@@ -7,8 +7,8 @@ same cases and asserts them.
   dockerd-restart    the Docker Engine restarted under a running agent: the app comes back, the agent
                      re-adopts it (same container), no duplicate container.
   mosquitto-restart  the broker restarted (persistence on) while boards update: every report an agent
-                     handed to its MQTT client reaches a persistent-session QoS 1 subscriber (the
-                     controller's kind of session), none lost.
+                     handed to its MQTT client is stored by the real controller process (its persistent
+                     QoS 1 session; counted by a trigger in its database), none lost.
   controller-kill    the controller killed (-9) in the middle of a batch and started again: the rollout
                      resumes and completes, every board takes one desired document and makes one v2
                      container for the release - none updated twice.
@@ -28,6 +28,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from sandbox.dockerd import Dockerd
 from sandbox.mosquitto import Mosquitto
 from sandbox.peer import FleetPeer
 from tinyfleet.agent.state import StateStore
-from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState, topics
+from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase, ReportedState
 
 HEALTH = HealthPolicy(settle_seconds=1, deadline_seconds=60)
 
@@ -308,32 +309,32 @@ def fmt(values: list[float]) -> str:
 
 # -- Mosquitto restarted while boards update ----------------------------------------------------------
 
-class Subscriber:
-    """Reports as the controller receives them: a persistent session (clean_session=False, fixed client id),
-    QoS 1, so what the broker accepted while it was away is delivered when it reconnects."""
+class IngestAudit:
+    """Every report the real controller process stores, as it stores it: a trigger in its own SQLite
+    database (added after the controller made its schema; the controller's code is untouched) copies each
+    write of a device's reported document into an audit table."""
 
-    def __init__(self, broker: Mosquitto) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+            conn.executescript("""
+                CREATE TABLE IF NOT EXISTS fault_audit (device_id TEXT NOT NULL, reported_json TEXT NOT NULL);
+                CREATE TRIGGER IF NOT EXISTS fault_audit_insert AFTER INSERT ON devices
+                    WHEN NEW.reported_json IS NOT NULL
+                    BEGIN INSERT INTO fault_audit VALUES (NEW.id, NEW.reported_json); END;
+                CREATE TRIGGER IF NOT EXISTS fault_audit_update AFTER UPDATE OF reported_json ON devices
+                    WHEN NEW.reported_json IS NOT NULL
+                    BEGIN INSERT INTO fault_audit VALUES (NEW.id, NEW.reported_json); END;""")
 
-        self.got: dict[str, list[ReportedState]] = {}
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fault-sub-{random.randrange(16**6):06x}",
-                                  clean_session=False)
-        self.client.on_connect = lambda c, *_: c.subscribe(topics.subscription(topics.Channel.REPORTED), qos=1)
-        self.client.on_message = self._message
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-
-    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
-        if msg.payload:
-            from tinyfleet import protocol
-            report = protocol.decode(msg.payload, ReportedState)
-            self.got.setdefault(report.device_id, []).append(report)  # type: ignore[union-attr, arg-type]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def stored(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Per device, the reports the controller wrote, in order (duplicates and retained re-sends too)."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn:
+            for device_id, raw in conn.execute("SELECT device_id, reported_json FROM fault_audit ORDER BY rowid"):
+                doc = json.loads(raw)
+                out.setdefault(device_id, []).append(
+                    _key(doc["generation"], {a["name"]: a["phase"] for a in doc["apps"]}, doc.get("error")))
+        return out
 
 
 def _key(generation: int, apps: dict[str, str], error: str | None) -> tuple[Any, ...]:
@@ -360,11 +361,12 @@ def logged_reports(log: Path) -> list[tuple[Any, ...]]:
 def mosquitto_restart(root: Path, registry_host: str, docker_host: str, boards: int = 3,
                       down_s: float = 2.0) -> Case:
     case = Case("mosquitto-restart", f"{boards} boards updating while the broker restarts (persistence on): 0 "
-                                     "reports lost between the agents and a persistent-session subscriber")
+                                     "reports lost between the agents and the real controller's store")
     broker = Mosquitto(root / "mqtt").start()
     v1, _ = publish(registry_host, root, "faults/mqtt", "1")
     v2, _ = publish(registry_host, root, "faults/mqtt", "2")
-    sub = Subscriber(broker)
+    ctl = ControllerProcess(root / "ctl", broker.url).start()  # ingests the reports; the peer signs desired states
+    audit = IngestAudit(ctl.db)
     rigs = [rig(f"mqtt{i}", broker.url, docker_host, root) for i in range(boards)]
     try:
         for r in rigs:
@@ -382,25 +384,29 @@ def mosquitto_restart(root: Path, registry_host: str, docker_host: str, boards: 
         for r in rigs:
             r.running(v2, timeout=90)
         settled_at = time.monotonic()
-        time.sleep(1.5)  # the last reports delivered
-        lost, sent, delivered = [], 0, 0
         for r in rigs:
             r.agent.stop()
-            mine = logged_reports(r.agent.log)
-            seen = {_key(x.generation, {a.name: a.phase.value for a in x.apps}, x.error)
-                    for x in sub.got.get(r.agent.device_id, [])}
-            sent += len(mine)
-            delivered += len(sub.got.get(r.agent.device_id, []))
-            lost += [(r.agent.device_id, k) for k in mine if k not in seen]
-        case.ok = not lost and sent > 0
-        case.seen = (f"{sent} reports handed to MQTT by {boards} agents, {sent - len(lost)} of them received "
-                     f"({delivered} deliveries with QoS 1 duplicates and retained re-sends); lost: {lost or 0}")
-        case.figures = {"reports sent": sent, "lost": len(lost), "broker down": f"{back_at - restart_at:.1f} s",
+        sent = {r.agent.device_id: logged_reports(r.agent.log) for r in rigs}
+
+        def last_ones_stored() -> bool:
+            stored = audit.stored()
+            return all(mine and mine[-1] in stored.get(d, []) for d, mine in sent.items())
+        with contextlib.suppress(AssertionError):
+            _until(last_ones_stored, 30, "every agent's last report stored")
+        stored = audit.stored()
+        lost = [(d, k) for d, mine in sent.items() for k in mine if k not in set(stored.get(d, []))]
+        total, writes = sum(map(len, sent.values())), sum(len(stored.get(d, [])) for d in sent)
+        case.ok = not lost and total > 0
+        case.seen = (f"{total} reports handed to MQTT by {boards} agents, {total - len(lost)} of them stored by the "
+                     f"controller ({writes} store writes with QoS 1 duplicates and retained re-sends); "
+                     f"lost: {lost or 0}")
+        case.figures = {"reports sent": total, "stored by the controller": total - len(lost), "lost": len(lost),
+                        "broker down": f"{back_at - restart_at:.1f} s",
                         "broker back -> every board on v2 and reported": f"{settled_at - back_at:.1f} s"}
     finally:
         for r in rigs:
             r.close()
-        sub.close()
+        ctl.stop()
         broker.stop()
     return case
 
