@@ -17,7 +17,8 @@ def test_an_agent_only_install_runs_the_agent_and_explains_the_operator_command(
     help_text = subprocess.run([str(agent), "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "--controller-key" in help_text.stdout
     # where the operator side is installed too (the test venv), the agent still loads none of it
-    probe = ("import sys, agent.service, agent.engine, agent.verifier, agent.cli\n"
+    probe = ("import sys, tinyfleet.agent.service, tinyfleet.agent.engine, tinyfleet.agent.verifier, "
+             "tinyfleet.agent.cli\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'fastapi', 'uvicorn', 'serial'}))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == "[]", "the agent imports nothing of the operator side"
