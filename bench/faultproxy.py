@@ -1,7 +1,8 @@
 """A TCP proxy in front of a service that can fail on purpose: `up` (forward), `down` (refuse: the
 listener closes every connection at once), `stall` (accept and never answer, like a registry whose
-disk hangs). Every connection is logged with its time and the mode it met, so a case can show how a
-client backed off."""
+disk hangs), `slow` (forward, but the answers at `slow_rate` bytes/s - open connections too, so a
+pull under way slows down mid-flight). Every connection is logged with its time and the mode it met,
+so a case can show how a client backed off; `delivered` counts the bytes the clients got."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class FaultProxy:
     upstream: tuple[str, int]
     mode: str = "up"
     attempts: list[Attempt] = field(default_factory=list)
+    slow_rate: float = 2 * 2**20
+    delivered: int = 0
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -32,13 +35,19 @@ class FaultProxy:
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
 
+    @classmethod
+    def in_front_of(cls, host_port: str) -> FaultProxy:
+        """A proxy for the service at "HOST:PORT" (a registry host as images name it)."""
+        host, port = host_port.rsplit(":", 1)
+        return cls((host, int(port)))
+
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def set(self, mode: str) -> None:
-        if mode not in ("up", "down", "stall"):
-            raise ValueError(f"mode {mode!r} is not up, down or stall")
+        if mode not in ("up", "down", "stall", "slow"):
+            raise ValueError(f"mode {mode!r} is not up, down, stall or slow")
         self.mode = mode
         if mode == "up":  # the stalled connections finally fail, as when a hung server is restarted
             with self._lock:
@@ -72,22 +81,26 @@ class FaultProxy:
         except OSError:
             conn.close()
             return
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+        for a, b, answers in ((conn, upstream, False), (upstream, conn, True)):
+            threading.Thread(target=self._pipe, args=(a, b, answers), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        try:
+            while chunk := src.recv(16384):
+                dst.sendall(chunk)
+                if answers:
+                    self.delivered += len(chunk)
+                    if self.mode == "slow":
+                        time.sleep(len(chunk) / self.slow_rate)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._closing.set()
         self._listener.close()
         self.set("up")
 
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while chunk := src.recv(65536):
-            dst.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)

@@ -15,6 +15,9 @@ same cases and asserts them.
   disk-full          the engine's disk (a small tmpfs) filled up before an update: a clear refusal before
                      any layer is pulled, the old version keeps running, nothing left behind; the space
                      of an image replaced earlier was reclaimed by the agent's pruning.
+  disk-full-mid-pull the disk fills up while an update is pulled (it fitted when the pull began): a
+                     terminal "no space left on device", the old version keeps running, the partial
+                     download's space is given back.
   registry-outage    the registry down and then stalled (a proxy that accepts and never answers) while an
                      update is due: the agent backs off with jitter, the update waits (reported, not
                      failed), nothing half-applied (the old version alone keeps running); then it lands.
@@ -33,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,8 +246,7 @@ def registry_outage(root: Path, broker_url: str, registry_host: str, docker_host
     case = Case("registry-outage", "while the registry is down and then stalled the agent retries with "
                                    "growing, jittered gaps, reports the update as waiting (not failed) and the "
                                    "old version alone keeps running; once it is back the update lands")
-    host, port = registry_host.rsplit(":", 1)
-    proxy = FaultProxy((host, int(port)))
+    proxy = FaultProxy.in_front_of(registry_host)
     v1, _ = publish(proxy.host, root, "faults/registry", "1")
     v2, _ = publish(proxy.host, root, "faults/registry", "2")
     r = rig("registry", broker_url, docker_host, root)
@@ -505,28 +507,69 @@ def _free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-@timed
-def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 192, pad_mib: int = 24) -> Case:
-    from sandbox import binaries
-    from sandbox.images import publish_demo
-
-    case = Case("disk-full", "an update that does not fit the engine's disk is refused before any layer is pulled, "
-                             "with the space it needs in the reason; the old version keeps running; no space lost; "
-                             "a replaced image's space is reclaimed")
+@contextlib.contextmanager
+def _small_disk(root: Path, disk_mib: int) -> Iterator[tuple[Dockerd, Path]]:
+    """A private engine whose data root is a tmpfs of `disk_mib` MiB: (engine, data root)."""
     data = root / "d" / "data"
     data.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mib}m", "tmpfs", str(data)], check=True)
     engine = None
     try:
         engine = Dockerd(root / "d").start()
-        built = binaries.build(root / "bin", ("linux/amd64",))
-        pad = root / "pad.bin"
-        pad.write_bytes(os.urandom(pad_mib * MiB))  # incompressible: compressed size = its size
+        yield engine, data
+    finally:
+        if engine is not None:
+            engine.stop()  # unmounts what is under its root, the tmpfs too
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
-        def image(version: str, padded: bool) -> str:
-            return publish_demo(registry_host, "faults/disk", version, built, version=version, healthcheck=False,
-                                adds=((pad, "/padding.bin"),) if padded else ()).ref
-        big_old, small, big_new = image("0", True), image("1", False), image("2", True)
+
+def _fill(data: Path, leave: int) -> Path:
+    """Ballast on the engine's disk until `leave` bytes are free (0: until the disk is full)."""
+    ballast = data / f"ballast-{random.randrange(16**6):06x}"
+    chunk = b"\0" * MiB
+    with open(ballast, "wb", buffering=0) as f:  # unbuffered: ENOSPC comes from write(), not from close()
+        try:
+            while _free(data) > leave + MiB:
+                f.write(chunk)
+            if leave == 0:
+                while True:
+                    f.write(chunk[:4096])
+        except OSError:  # ENOSPC: full
+            pass
+    return ballast
+
+
+def _padded_images(root: Path, registry_host: str, repo: str, pad_mib: int,
+                   versions: tuple[tuple[str, bool], ...]) -> list[str]:
+    """The demo app as (version, padded with `pad_mib` MiB of incompressible data) images."""
+    from sandbox import binaries
+    from sandbox.images import publish_demo
+
+    built = binaries.build(root / "bin", ("linux/amd64",))
+    pad = root / "pad.bin"
+    if not pad.exists():
+        pad.write_bytes(os.urandom(pad_mib * MiB))  # incompressible: compressed size = its size
+    return [publish_demo(registry_host, repo, version, built, version=version, healthcheck=False,
+                         adds=((pad, "/padding.bin"),) if padded else ()).ref for version, padded in versions]
+
+
+def _old_alone(r: Rig, old: Any) -> tuple[bool, str]:
+    """Whether the old container alone runs, one image in the engine, and a few words saying what is there."""
+    after = r.containers()
+    images = len(r.client.images.list())
+    ok = [c.id for c in after] == [old.id] and after[0].status == "running" and images == 1
+    return ok, (f"old version {after[0].status if after else 'gone'} ({len(after)} container), "
+                f"{images} image(s) in the engine")
+
+
+@timed
+def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 192, pad_mib: int = 24) -> Case:
+    case = Case("disk-full", "an update that does not fit the engine's disk is refused before any layer is pulled, "
+                             "with the space it needs in the reason; the old version keeps running; no space lost; "
+                             "a replaced image's space is reclaimed")
+    with _small_disk(root, disk_mib) as (engine, data):
+        big_old, small, big_new = _padded_images(root, registry_host, "faults/disk", pad_mib,
+                                                 (("0", True), ("1", False), ("2", True)))
         r = rig("disk", broker_url, engine.url, root)
         try:
             r.want(AppSpec("hello", big_old, health=HEALTH))
@@ -537,14 +580,7 @@ def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 1
             _until(lambda: len(r.client.images.list()) == 1, 30, "the replaced image pruned")
             reclaimed = _free(data) - with_big
             # Fill the disk so the next image (pad_mib compressed, x3 + the agent's 64 MiB reserve) cannot fit.
-            ballast = data / "ballast"
-            leave = 64 * MiB + 2 * pad_mib * MiB
-            with open(ballast, "wb") as f:
-                f.truncate(0)
-                chunk = b"\0" * MiB
-                while _free(data) > leave + MiB:
-                    f.write(chunk)
-                    f.flush()
+            ballast = _fill(data, leave=64 * MiB + 2 * pad_mib * MiB)
             free_before = _free(data)
             (old,) = r.containers()
             r.want(AppSpec("hello", big_new, health=HEALTH))
@@ -552,16 +588,12 @@ def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 1
                             "the update refused")
             status = report.app("hello")
             time.sleep(2)
-            after = r.containers()
+            alone, there = _old_alone(r, old)
             free_after = _free(data)
-            images = len(r.client.images.list())
             ok_reason = "not enough space" in (status.error or "")  # type: ignore[union-attr]
-            case.ok = (ok_reason and [c.id for c in after] == [old.id] and after[0].status == "running"
-                       and status.current_image == small and images == 1  # type: ignore[union-attr]
+            case.ok = (ok_reason and alone and status.current_image == small  # type: ignore[union-attr]
                        and abs(free_after - free_before) < MiB and reclaimed > pad_mib * MiB // 2)
-            old_state = after[0].status if after else "gone"
-            case.seen = (f"reported {status.phase.value}: '{status.error}'; old version {old_state} "  # type: ignore[union-attr]
-                         f"({len(after)} container), {images} image in the engine; free space "
+            case.seen = (f"reported {status.phase.value}: '{status.error}'; {there}; free space "  # type: ignore[union-attr]
                          f"{free_before / MiB:.0f} -> {free_after / MiB:.0f} MiB")
             case.figures = {"disk": f"{disk_mib} MiB tmpfs", "update": f"{pad_mib} MiB compressed",
                             "free when refused": f"{free_before / MiB:.0f} MiB",
@@ -570,10 +602,59 @@ def disk_full(root: Path, broker_url: str, registry_host: str, disk_mib: int = 1
             ballast.unlink()
         finally:
             r.close()
-    finally:
-        if engine is not None:
-            engine.stop()  # unmounts what is under its root, the tmpfs too
-        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+    return case
+
+
+@timed
+def disk_full_mid_pull(root: Path, broker_url: str, registry_host: str, disk_mib: int = 224,
+                       pad_mib: int = 24) -> Case:
+    case = Case("disk-full-mid-pull", "the disk fills up while an update is being pulled (it fitted when the pull "
+                                      "began): the pull fails with a terminal, clear error (reported failed, not "
+                                      "retried), the old version keeps running, the partial download is reclaimed")
+    proxy = FaultProxy.in_front_of(registry_host)
+    with _small_disk(root, disk_mib) as (engine, data):
+        small, big = _padded_images(root, proxy.host, "faults/diskpull", pad_mib, (("1", False), ("2", True)))
+        r = rig("diskpull", broker_url, engine.url, root)
+        try:
+            r.want(AppSpec("hello", small, health=HEALTH))
+            r.running(small)
+            (old,) = r.containers()
+            free_before = _free(data)
+            proxy.set("slow")  # the pull takes a while (~pad_mib / 2 MiB/s): time to fill the disk under it
+            start_bytes = proxy.delivered
+            r.want(AppSpec("hello", big, health=HEALTH))
+            _until(lambda: proxy.delivered - start_bytes > 2 * MiB, 60, "the pull under way")
+            filled_at = time.monotonic()
+            ballast = _fill(data, leave=0)  # another writer takes the rest of the disk mid-pull
+            pulled = proxy.delivered - start_bytes
+            proxy.set("up")
+            report = r.wait(lambda rep: rep.app("hello") is not None and rep.app("hello").phase == Phase.FAILED,  # type: ignore[union-attr]
+                            "the pull failed for lack of space", timeout=120)
+            failed_at = time.monotonic()
+            status = report.app("hello")
+            pulls_before = len(log_events(r.agent.log, "pulled"))
+            time.sleep(3)  # no retry: a terminal failure waits for a new desired state
+            alone, there = _old_alone(r, old)
+            ballast_size = ballast.stat().st_size
+            ballast.unlink()
+            time.sleep(1)
+            free_after = _free(data)
+            left = free_before - free_after
+            error = status.error or ""  # type: ignore[union-attr]
+            clear = "no space left on device" in error.lower()
+            retried = "retrying" in error or len(log_events(r.agent.log, "pulled")) != pulls_before
+            case.ok = clear and not retried and alone and status.current_image == small and left < 2 * MiB  # type: ignore[union-attr]
+            case.seen = (f"reported {status.phase.value}: '...{error[-90:]}'; {there}; free space with the "  # type: ignore[union-attr]
+                         f"ballast gone {free_before / MiB:.1f} -> {free_after / MiB:.1f} MiB")
+            case.figures = {"disk": f"{disk_mib} MiB tmpfs", "update": f"{pad_mib} MiB compressed",
+                            "free when the pull began": f"{free_before / MiB:.0f} MiB",
+                            "filled mid-pull with": f"{ballast_size / MiB:.0f} MiB",
+                            "filling began -> reported failed": f"{failed_at - filled_at:.1f} s",
+                            "pulled before the disk filled": f"{pulled / MiB:.1f} MiB of {pad_mib}",
+                            "space left behind by the failed pull": f"{left / MiB:.1f} MiB"}
+        finally:
+            r.close()
+            proxy.close()
     return case
 
 
@@ -596,6 +677,8 @@ def main() -> None:
             "controller-kill": lambda: controller_kill(stack.root / "ck", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
             "disk-full": lambda: disk_full(stack.root / "df", stack.broker_url, stack.registry_host),  # type: ignore[arg-type]
+            "disk-full-mid-pull": lambda: disk_full_mid_pull(stack.root / "dp", stack.broker_url,  # type: ignore[arg-type]
+                                                             stack.registry_host),  # type: ignore[arg-type]
             "registry-outage": lambda: registry_outage(stack.root / "ro", stack.broker_url, stack.registry_host,  # type: ignore[arg-type]
                                                        stack.docker_host),  # type: ignore[arg-type]
         }

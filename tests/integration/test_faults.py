@@ -37,3 +37,8 @@ def test_controller_killed_mid_batch_resumes_and_updates_no_board_twice(tmp_path
 
 def test_disk_full_refuses_the_update_clearly_and_the_old_version_runs(tmp_path: Path, mosquitto, registry) -> None:  # type: ignore[no-untyped-def]
     check(faults.disk_full(tmp_path, mosquitto.url, registry.host))
+
+
+def test_disk_filling_up_during_a_pull_fails_it_clearly_and_the_old_version_runs(tmp_path: Path, mosquitto,  # type: ignore[no-untyped-def]
+                                                                                  registry) -> None:
+    check(faults.disk_full_mid_pull(tmp_path, mosquitto.url, registry.host))
