@@ -251,7 +251,7 @@ def test_malformed_forged_and_huge_messages_are_counted_and_dropped(ctl, mosquit
             return found
 
         eventually(lambda: (c := counted())["malformed"] >= 2 and c["forged"] >= 2 and c["oversized"] >= 1 and c,
-                   timeout=10, what="dropped messages counted")
+                   timeout=30, what="dropped messages counted")
         assert api.devices(f"device:{victim},{liar}") == [], "no device was created from bad messages"
         sender.publish(topics.status(liar), encode(status(liar)), qos=1).wait_for_publish(5)
         eventually(lambda: api.devices(f"device:{liar}"), what="a good message after the bad ones is ingested")
