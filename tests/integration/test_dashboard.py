@@ -1,7 +1,9 @@
 """The web dashboard in a real headless Chromium, against a real `tinyfleet controller` process on the
 real broker and registry, with EMULATED devices: an operator logs in with the API token, sees devices
 come online, looks at a device and the releases, starts a rollout and watches it finish, starts another
-and aborts it from the page. A wrong token is refused; what a device reports is shown, never run.
+and aborts it from the page, and sees a device whose app holds its update lock: locked on its page (holder,
+since, the release's max wait) and in the rollout (counted pending, shown locked). A wrong token is
+refused; what a device reports is shown, never run.
 
 With TINYFLEET_SCREENSHOTS=DIR (python -m tests.support.screenshots) each page is saved as DIR/NAME.png.
 The tests run in file order and share one browser, one controller and one fleet."""
@@ -9,6 +11,7 @@ The tests run in file order and share one browser, one controller and one fleet.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from tests.support.emulated_device import EmulatedDevice
 from tests.support.fleet import HEARTBEAT, ControllerProcess, push_demo_image
 from tests.support.wait import eventually
 from tinyfleet.controller.client import ApiClient
+from tinyfleet.protocol import AppStatus, LockHeld, Phase
 
 REPO = "it/dashboard"
 GROUP = "dash"
@@ -222,3 +226,40 @@ def test_start_another_and_abort_it_from_the_page(browser: WebDriver, ctl: Contr
           "the lost board in 'need attention'")
     assert int(text(browser, '[data-count="offline"] .value')) >= 1
     shoot(browser, SHOTS, "overview")
+
+
+def test_a_device_held_by_an_app_lock_shows_locked_on_its_page_and_in_the_rollout(  # type: ignore[no-untyped-def]
+        browser: WebDriver, ctl: ControllerProcess, api: ApiClient, devices: list[EmulatedDevice], images) -> None:
+    devices[2].reconnect()
+    eventually(lambda: all(d["online"] for d in api.devices() if d["id"] in {x.device_id for x in devices}),
+               what="the fleet online again")
+    v1 = next(r for r in api.releases() if r["version"] == "1.0")
+    v3 = api.create_release("hello", images[1], lock_max_wait=600)
+    canary = devices[0]
+    canary.release.clear()  # it takes the release's desired state and reports "pulling", then waits
+    try:
+        rollout = api.start_rollout("hello", v3["id"], f"group:{GROUP}", canary=1, batch=1, health_timeout=60)
+        eventually(lambda: canary.received and canary.received[-1].desired.app("hello").image == v3["image"],  # type: ignore[union-attr]
+                   what="the canary has the release")
+        since = time.time() - 90
+        # what an agent reports while the running app holds its update lock: downloaded, pending, locked
+        canary._report([AppStatus("hello", Phase.PENDING, v3["image"], v1["image"], health="healthy",
+                                  locked=LockHeld("print-job-42", since, time.time() + 510))])
+        browser.get(f"{ctl.url}/devices/{canary.device_id}")
+        row = until(browser, lambda d: "locked by print-job-42" in text(d, '#apps tr[data-app="hello"]') and
+                    text(d, '#apps tr[data-app="hello"]'), "the app locked on the device page")
+        assert "since 1m ago" in row or "since 2m ago" in row, row
+        assert "max wait 600 s" in row and "goes ahead in " in row, row
+        shoot(browser, SHOTS, "device-locked")
+        browser.get(ctl.url + "/rollouts")
+        card = f'article[data-rollout="{rollout["id"]}"]'
+        until(browser, lambda d: "locked" in text(d, f'{card} [data-target="{canary.device_id}"] .badge'),
+              "the canary shown locked in the rollout")
+        counts = text(browser, f"{card} .counts")
+        assert "pending 3 (1 locked)" in counts and "updating 0" in counts, counts
+        assert "locked by print-job-42 since" in text(browser, f'{card} [data-target="{canary.device_id}"]')
+        shoot(browser, SHOTS, "rollouts-locked")
+    finally:
+        canary.release.set()  # the lock goes: the canary switches, the rollout carries on
+    assert api.wait_rollout(rollout["id"], timeout=60)["state"] == "completed"
+    until(browser, lambda d: "locked" not in text(d, f'{card} .counts'), "no device locked once it landed")

@@ -58,6 +58,21 @@ function ageText(ts) {
   return `${Math.round(s)}s ago`;
 }
 
+// A time to come ("in 3m"), filled in like the ages.
+function until(ts) {
+  return el("time", {"data-until": ts ?? ""});
+}
+
+function untilText(ts) {
+  if (ts === null || ts === undefined || ts === "") return "never";
+  const s = ts - Date.now() / 1000;
+  if (s <= 0) return "now";
+  if (s >= 86400) return `in ${Math.round(s / 86400)}d`;
+  if (s >= 3600) return `in ${Math.round(s / 3600)}h`;
+  if (s >= 60) return `in ${Math.round(s / 60)}m`;
+  return `in ${Math.round(s)}s`;
+}
+
 function bytes(n) {
   if (n === null || n === undefined) return "-";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -153,9 +168,26 @@ function pinControls(d) {
       `/v1/devices/${encodeURIComponent(d.id)}/pins/*`, {release: null})}, "pin the whole device"));
 }
 
+// An app's update lock as its device reports it: a downloaded update waits while the app holds it.
+// The release's max wait (if any) is when the agent goes ahead anyway; `expires` already counts it.
+function lockCell(locked, release) {
+  if (!locked) return "-";
+  const maxWait = release && release.lock_max_wait !== null && release.lock_max_wait !== undefined ?
+    `max wait ${release.lock_max_wait} s` : "no max wait: until the lock goes or expires";
+  return el("span", {class: "lock"}, badge("locked"), ` by ${locked.holder || "unknown"} since `, age(locked.since),
+    "; goes ahead ", locked.expires !== null && locked.expires !== undefined ? until(locked.expires) : "when released",
+    ` (${maxWait})`);
+}
+
 async function device() {
   const id = decodeURIComponent(window.location.pathname.split("/").pop());
   const d = await api("GET", `/v1/devices/${encodeURIComponent(id)}`);
+  const reportedApps = (d.reported || {}).apps || [];
+  const reportedOf = (name) => reportedApps.find((r) => r.name === name) || {};
+  const lockedReleases = [...new Set(d.apps.filter((a) => reportedOf(a.name).locked && a.release !== null)
+    .map((a) => a.release))];
+  const releaseOf = Object.fromEntries(await Promise.all(lockedReleases.map(async (rid) =>
+    [rid, await api("GET", `/v1/releases/${rid}`)])));
   const h = d.health || {};
   const facts = [
     ["state", badge(d.online ? "online" : "offline")], ["platform", d.platform || "?"],
@@ -182,13 +214,15 @@ async function device() {
       el("div", {}, el("h2", {}, "Device"), kv(facts, "facts")),
       el("div", {}, el("h2", {}, "Health"), kv(metrics, "health"))),
     el("h2", {}, "Apps"),
-    table(["app", "release", "phase", "health", "running image", "desired image", "error"], d.apps.map((a) => {
-      const reported = ((d.reported || {}).apps || []).find((r) => r.name === a.name) || {};
-      return el("tr", {"data-app": a.name}, el("td", {}, a.name), el("td", {}, a.release ?? "-"),
-        el("td", {}, badge(a.phase || "no report", a.phase || "none")), el("td", {}, a.health || "-"),
-        el("td", {class: "mono"}, a.current_image || "-"), el("td", {class: "mono"}, reported.desired_image || "-"),
-        el("td", {class: "reason"}, a.error || ""));
-    }), {id: "apps"}),
+    table(["app", "release", "phase", "health", "running image", "desired image", "update lock", "error"],
+      d.apps.map((a) => {
+        const reported = reportedOf(a.name);
+        return el("tr", {"data-app": a.name}, el("td", {}, a.name), el("td", {}, a.release ?? "-"),
+          el("td", {}, badge(a.phase || "no report", a.phase || "none")), el("td", {}, a.health || "-"),
+          el("td", {class: "mono"}, a.current_image || "-"), el("td", {class: "mono"}, reported.desired_image || "-"),
+          el("td", {class: "lock-cell"}, lockCell(reported.locked, releaseOf[a.release])),
+          el("td", {class: "reason"}, a.error || ""));
+      }), {id: "apps"}),
     el("h2", {}, "Last reports"),
     el("p", {class: "facts"}, "reported ", age(d.reported_at), ", health ", age(d.health_at)),
     el("pre", {id: "reported"}, JSON.stringify({status: d.status, reported: d.reported, health: d.health}, null, 2)),
@@ -253,7 +287,9 @@ function rolloutCard(r) {
     el("h2", {}, `#${r.id} ${r.app} -> release ${r.release} `, badge(r.state, `rollout-${r.state}`)),
     el("p", {class: "facts"}, `to ${r.selector}, canary ${r.canary}, batch ${r.batch}, failures ${r.failures} of ` +
       `${r.failure_limit} allowed; started `, age(r.created_at), r.finished_at ? [", finished ", age(r.finished_at)] : ""),
-    el("p", {class: "facts counts"}, `converged ${c.converged}/${r.total}, updating ${c.updating}, pending ${c.pending}, ` +
+    // A device held back by an app's update lock has the release but waits to switch: pending, shown locked.
+    el("p", {class: "facts counts"}, `converged ${c.converged}/${r.total}, updating ${c.updating - (r.locked || 0)}, ` +
+      `pending ${c.pending + (r.locked || 0)}${r.locked ? ` (${r.locked} locked)` : ""}, ` +
       `failed ${c.failed}, reverted ${c.reverted + c.reverting}, skipped ${c.skipped}`),
     r.reason ? el("p", {class: r.state === "aborted" ? "reason" : "facts"}, r.reason) : null,
     el("div", {class: "buttons"}, buttons),
@@ -261,9 +297,18 @@ function rolloutCard(r) {
       const done = targets.filter((t) => t.state === "converged").length;
       return el("tr", {"data-batch": batch}, el("td", {}, batch === 0 ? "canary" : batch),
         el("td", {}, progress(done, targets.length), ` ${done}/${targets.length}`),
-        el("td", {}, targets.map((t) => el("span", {class: "target"}, deviceLink(t.device), " ",
-          badge(t.state, `target-${t.state}`), t.reason ? el("span", {class: "reason"}, ` ${t.reason}`) : null))));
+        el("td", {}, targets.map((t) => {
+          const locked = isLocked(t);
+          return el("span", {class: "target", "data-target": t.device}, deviceLink(t.device), " ",
+            locked ? badge("locked", "target-locked") : badge(t.state, `target-${t.state}`),
+            t.reason ? el("span", {class: locked ? "lock-reason" : "reason"}, ` ${t.reason}`) : null);
+        })));
     }), {class: "batches"}));
+}
+
+// The rollout machine's reason for a target whose device waits for an app's update lock (controller.rollout LOCKED).
+function isLocked(t) {
+  return t.state === "updating" && (t.reason || "").startsWith("locked by ");
 }
 
 const closedDetail = new Map();
@@ -322,7 +367,9 @@ async function refresh() {
       drawn = fresh.innerHTML;
       content.replaceChildren(...fresh.childNodes);
     }
-    for (const t of content.querySelectorAll("time")) t.textContent = ageText(t.dataset.ts);
+    for (const t of content.querySelectorAll("time")) {
+      t.textContent = t.dataset.until !== undefined ? untilText(t.dataset.until) : ageText(t.dataset.ts);
+    }
     live.textContent = `live, updated ${new Date().toLocaleTimeString("en-GB")}`;
     live.className = "live ok";
   } catch (err) {
