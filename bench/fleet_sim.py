@@ -336,7 +336,8 @@ def _rollout(api: ApiClient, meter: CpuMeter, image: str, timeout: float, tap: W
             killer.poll(summary)
         if (not summary["open"] and (killer is None or killer.kill is not None)) or time.monotonic() > deadline:
             break
-        time.sleep(0.25 if killer is None or killer.killed_at is not None else 0.05)
+        # each look counts the targets in the store: not too often while the batch goes out
+        time.sleep(0.5 if killer is None or killer.killed_at is not None else 0.1)
     cost = meter.since(before, meter.read())
     if killer is not None and killer.kill is None:
         raise RuntimeError(f"the kill did not complete within {timeout:g} s: {killer.diagnosis()}")

@@ -135,7 +135,11 @@ class Controller:
                                   timeout=c.registry_timeout)
         self.releases = Releases(self.store, registry, self.clock)
         self.engine = Engine(self.store, self.fleet, self.releases, self.publisher, self.clock, lease=self.lease)
-        self.ingest = Ingest(self.store, self.metrics, c.offline_after, clock=self.clock,
+        # On PostgreSQL the ingest writer has a connection of its own: the store serialises the use of its
+        # connection, and a batch of reports waiting on the server's answers held up the engine sending a
+        # rollout's documents (and the reverse). SQLite has one writer per file anyway.
+        self._ingest_store = Store(c.database) if shared else self.store
+        self.ingest = Ingest(self._ingest_store, self.metrics, c.offline_after, clock=self.clock,
                              on_written=lambda changed: self.engine.wake.set() if changed else None,
                              on_hello=self._answer_hello)
         self.metrics.watch(self.fleet.count, self.store.rollout_states)
@@ -234,6 +238,8 @@ class Controller:
         self._threads.clear()
         if getattr(self, "lease", None) is not None:
             self.lease.release()  # type: ignore[union-attr]
+        if getattr(self, "_ingest_store", None) not in (None, getattr(self, "store", None)):
+            self._ingest_store.close()
         if hasattr(self, "store"):
             self.store.close()
         log.info("controller stopped")
