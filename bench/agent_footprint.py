@@ -32,7 +32,7 @@ from tinyfleet.protocol import AppSpec, DesiredState, HealthPolicy, Phase
 MIB = 1024 * 1024
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "tinyfleet-agent.service"
 LIBS = ("from tinyfleet.agent import lean; lean.trim_imports()\nimport paho.mqtt.client, structlog, tenacity\n"
-        "with lean.quiet_requests(): import docker")
+        "with lean.docker_import('unix:///var/run/docker.sock'): import docker")
 
 
 def unit_environment() -> dict[str, str]:

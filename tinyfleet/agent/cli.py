@@ -51,7 +51,7 @@ def build(config: AgentConfig):  # type: ignore[no-untyped-def]
     from tinyfleet.agent.verifier import RegistryVerifier
     from tinyfleet.oci.registry import RegistryClient
 
-    with lean.quiet_requests():
+    with lean.docker_import(config.docker_host):
         from tinyfleet.agent.engine import DockerEngine
 
     creds = {host: r.credentials for host, r in config.registries.items() if r.credentials}

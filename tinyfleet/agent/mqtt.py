@@ -129,7 +129,9 @@ class MqttLink:
 def connect_error(exc: BaseException | None) -> str:
     """Why a connect failed, for the log (paho's loop retries and keeps this to itself): a refused TLS
     certificate says so (wrong `ca_file`, wrong host name), the rest as the OS puts it."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    # Only a loaded ssl raises certificate errors; reading ssl's attribute before would load OpenSSL in an
+    # agent on mqtt:// (agent/lean.py defers it).
+    if "_ssl" in sys.modules and isinstance(exc, ssl.SSLCertVerificationError):
         return f"the broker's TLS certificate was refused: {exc.verify_message} (check ca_file and the host name)"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__

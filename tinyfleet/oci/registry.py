@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import json
 import re
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -185,7 +184,7 @@ class RegistryClient:
         except urllib.error.HTTPError as exc:
             with exc:
                 return self._read(exc.code, exc.headers, exc, 64 * 1024)
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
             reason = getattr(exc, "reason", exc)
             raise TransportError(f"{ref.registry}: cannot reach the registry ({reason}); it will be "
                                  "retried") from exc
