@@ -152,7 +152,7 @@ class FakeEngine:
                 image=c.labels[model.LABEL_IMAGE], pull_ref=c.labels[model.LABEL_PULL_REF],
                 generation=int(c.labels[model.LABEL_GENERATION]), created_at=float(c.labels[model.LABEL_CREATED]),
                 state=c.state, health=self._health(c), restart_count=c.restart_count, started_at=c.started_at,
-                exit_code=c.exit_code))
+                exit_code=c.exit_code, address="127.0.0.1"))  # on loopback: a test serves an app's lock endpoint
         return Observed(tuple(sorted(views, key=lambda v: v.name)), frozenset(self.images))
 
     def pull(self, pull_ref: str, platform: Platform) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from tests.unit.agent.test_convergence import Board, app
 from tinyfleet.agent.locks import LOCK_FILE, Asked, LockDirs, LockEndpoints, answer, parse
 from tinyfleet.agent.model import UpdateLock
-from tinyfleet.protocol import LockEndpoint, Phase
+from tinyfleet.protocol import LockEndpoint, Phase, UpdateLockPolicy
 
 NOW = 1_800_000_000.0
 MTIME = NOW - 100
@@ -97,6 +98,7 @@ class App(BaseHTTPRequestHandler):
     reply: tuple[int, bytes] = (423, b"{}")
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's spelling)
+        self.server.asked += 1  # type: ignore[attr-defined]
         status, body = self.server.reply  # type: ignore[attr-defined]
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
@@ -110,6 +112,7 @@ class App(BaseHTTPRequestHandler):
 @pytest.fixture
 def app_endpoint() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    server.asked = 0  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
@@ -134,3 +137,28 @@ def test_an_endpoint_that_does_not_answer_holds_nothing(app_endpoint) -> None:  
     app_endpoint.server_close()  # the app died: connection refused
     asked = Asked("web", "c1", "127.0.0.1", LockEndpoint(port))
     assert LockEndpoints(lifetime=LIFETIME, timeout=0.5).read([asked], NOW) == {}
+
+
+def test_an_update_waits_while_the_app_answers_held_and_the_app_is_asked_only_then(tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                                  app_endpoint) -> None:
+    ask = UpdateLockPolicy(endpoint=LockEndpoint(app_endpoint.server_address[1], "/update-lock"))
+    board = Board(tmp_path)
+    board.publish("w1"), board.publish("w2")
+    app_endpoint.reply = (423, json.dumps({"holder": "flight-7", "expires_in": 600}).encode())
+    board.want(1, replace(app("w1"), update_lock=ask))
+    board.converge()
+    assert app_endpoint.asked == 0  # a first install: nothing running to hold it
+    board.want(2, replace(app("w2"), update_lock=ask))
+    for _ in range(5):
+        assert board.reconciler.reconcile().transient is None
+        board.clock.now += 5
+    status = board.status()
+    assert status.phase == Phase.PENDING and status.locked is not None and status.locked.holder == "flight-7"
+    assert status.current_image == app("w1").image and len(board.engine.containers) == 1  # pulled, not switched
+    app_endpoint.reply = (200, b"{}")  # the flight landed
+    board.converge()
+    assert board.status().phase == Phase.RUNNING and board.status().current_image == app("w2").image
+    asked = app_endpoint.asked
+    for _ in range(3):
+        board.reconciler.reconcile()
+    assert asked >= 6 and app_endpoint.asked == asked  # asked while the switch waited, never once it is done
