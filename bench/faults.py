@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import statistics
@@ -123,7 +124,8 @@ def state_write_kill(root: Path, cycles: int = 50, pad: int = 4000, seed: int = 
         child.send_signal(signal.SIGKILL)
         rest = child.stdout.read()
         child.wait()
-        lines = [line.split() for line in rest.splitlines() if line.strip()]
+        # only the writer's own "w N" / "d N" lines: a log line the kill cut in half may be there too
+        lines = [line.split() for line in rest.splitlines() if re.fullmatch(r"[wd] -?\d+", line.strip())]
         done = max([int(g) for k, g in lines if k == "d"] or [int(first.split()[1])])
         begun = max([int(g) for k, g in lines if k == "w"] or [done])
         temp_left += (state_dir / ".state.json.tmp").exists()
