@@ -20,7 +20,8 @@ fields and wrong types are refused.
     POST   /v1/devices/{id}/update        {"force": true, "apps"?: [APP...]}   update now, whatever the apps' locks say
     GET    /v1/groups
     GET    /v1/releases[?app=APP]
-    POST   /v1/releases                   {"app", "image", "max_bytes"?, "env"?, "health"?, "lock_max_wait"?}
+    POST   /v1/releases                   {"app", "image", "max_bytes"?, "env"?, "health"?, "lock_max_wait"?,
+                                           "lock_endpoint"?: {"port", "path"?}}
     GET    /v1/releases/{id}
     GET    /v1/rollouts[?app=APP&limit=N]
     POST   /v1/rollouts                   {"app", "release", "selector", "canary"?, "batch"?, "max_failures"?,
@@ -82,6 +83,7 @@ class ReleaseBody(_Body):
     env: dict[str, str] = Field(default_factory=dict)
     health: dict[str, Any] | None = None
     lock_max_wait: float | int | None = None  # seconds an app's update lock may hold the release back
+    lock_endpoint: dict[str, Any] | None = None  # {"port", "path"?}: the app answers its lock over HTTP (1.4)
 
 
 class RolloutBody(_Body):
@@ -258,7 +260,8 @@ def create_app(ctx: ApiContext) -> LimitBody:
     @api.post("/v1/releases", status_code=201)
     def create_release(body: ReleaseBody) -> JSONResponse:
         release, created = ctx.releases.create(body.app, body.image, max_bytes=body.max_bytes, env=body.env,
-                                               health=body.health, lock_max_wait=body.lock_max_wait)
+                                               health=body.health, lock_max_wait=body.lock_max_wait,
+                                               lock_endpoint=body.lock_endpoint)
         return _json(release.to_dict(), 201 if created else 200)
 
     @api.get("/v1/releases/{release_id}")

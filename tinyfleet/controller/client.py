@@ -94,12 +94,15 @@ class ApiClient:
     # -- releases -------------------------------------------------------------------------------
 
     def create_release(self, app: str, image: str, *, max_bytes: int | None = None, env: dict[str, str] | None = None,
-                       health: dict[str, float] | None = None, lock_max_wait: float | None = None) -> dict[str, Any]:
+                       health: dict[str, float] | None = None, lock_max_wait: float | None = None,
+                       lock_endpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"app": app, "image": image, "max_bytes": max_bytes, "env": env or {}}
         if health:
             body["health"] = health
         if lock_max_wait is not None:
             body["lock_max_wait"] = lock_max_wait
+        if lock_endpoint is not None:
+            body["lock_endpoint"] = lock_endpoint
         return self.call("POST", "/v1/releases", body)
 
     def releases(self, app: str | None = None) -> list[dict[str, Any]]:

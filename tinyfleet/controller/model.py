@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tinyfleet.protocol.messages import AppSpec, AppStatus, HealthPolicy, LockHeld, Phase, UpdateLockPolicy
+from tinyfleet.protocol.messages import (
+    AppSpec,
+    AppStatus,
+    HealthPolicy,
+    LockEndpoint,
+    LockHeld,
+    Phase,
+    UpdateLockPolicy,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class Release:
     health: HealthPolicy | None = None  # None: the agent's own defaults
     created_at: float = 0.0
     lock_max_wait: float | None = None  # seconds an app's update lock may hold it back; None: until it goes
+    lock_endpoint: LockEndpoint | None = None  # where the app answers whether it holds its lock (HTTP), if it does
 
     @property
     def digest(self) -> str:
@@ -35,8 +44,8 @@ class Release:
 
     def spec(self) -> AppSpec:
         policy: dict[str, Any] = {"health": self.health} if self.health is not None else {}  # else the default
-        if self.lock_max_wait is not None:
-            policy["update_lock"] = UpdateLockPolicy(max_wait_seconds=self.lock_max_wait)
+        if self.lock_max_wait is not None or self.lock_endpoint is not None:
+            policy["update_lock"] = UpdateLockPolicy(max_wait_seconds=self.lock_max_wait, endpoint=self.lock_endpoint)
         return AppSpec(name=self.app, image=self.image, max_bytes=self.max_bytes, env=self.env, **policy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -44,6 +53,7 @@ class Release:
                 "version": self.version, "max_bytes": self.max_bytes, "env": dict(self.env),
                 "health": self.health.to_dict() if self.health else None, "created_at": self.created_at,
                 "lock_max_wait": self.lock_max_wait,
+                "lock_endpoint": self.lock_endpoint.to_dict() if self.lock_endpoint else None,
                 "platforms": [{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
                               for p in self.platforms]}
 

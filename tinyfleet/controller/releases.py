@@ -23,7 +23,7 @@ from tinyfleet.oci.reference import ImageReference
 from tinyfleet.oci.registry import RegistryClient
 from tinyfleet.protocol.errors import ProtocolError
 from tinyfleet.protocol.fields import Reader
-from tinyfleet.protocol.messages import ENV_KEY_RE, HealthPolicy
+from tinyfleet.protocol.messages import ENV_KEY_RE, LOCK_PATH_RE, HealthPolicy, LockEndpoint
 
 MAX_ENV = 128
 
@@ -35,7 +35,8 @@ class Releases:
         self.clock = clock
 
     def create(self, app: str, image: str, *, max_bytes: int | None = None, env: Mapping[str, str] | None = None,
-               health: Mapping[str, Any] | None = None, lock_max_wait: float | None = None) -> tuple[Release, bool]:
+               health: Mapping[str, Any] | None = None, lock_max_wait: float | None = None,
+               lock_endpoint: Mapping[str, Any] | None = None) -> tuple[Release, bool]:
         """Resolve, check against the fleet, record. Returns (release, created); creating exactly the same
         release again returns the existing one."""
         app = check_app(app)
@@ -49,6 +50,7 @@ class Releases:
         if lock_max_wait is not None and (isinstance(lock_max_wait, bool) or not isinstance(lock_max_wait, int | float)
                                           or not 0 <= lock_max_wait <= 30 * 86400):
             raise errors.InvalidRequest(f"lock_max_wait {lock_max_wait!r} must be seconds from 0 to 30 days")
+        endpoint = _lock_endpoint(lock_endpoint) if lock_endpoint is not None else None
         env_pairs = _env(env or {})
         policy = _health(health)
         resolved = self._resolve(ref)
@@ -58,7 +60,8 @@ class Releases:
                             version=ref.tag if ref.tag and not ref.digest else resolved.digest[7:19],
                             platforms=platforms, max_bytes=max_bytes, env=env_pairs, health=policy,
                             created_at=self.clock(),
-                            lock_max_wait=float(lock_max_wait) if lock_max_wait is not None else None)
+                            lock_max_wait=float(lock_max_wait) if lock_max_wait is not None else None,
+                            lock_endpoint=endpoint)
         with self.store.transaction():
             existing = self.store.same_release(candidate)
             if existing is not None:
@@ -152,3 +155,16 @@ def _health(health: object) -> HealthPolicy | None:
         return policy
     except ProtocolError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
+
+
+def _lock_endpoint(raw: Mapping[str, Any]) -> LockEndpoint:
+    """{"port": N, "path"?: "/..."}: where the app answers whether it holds its update lock (protocol 1.4)."""
+    if not isinstance(raw, Mapping) or set(raw) - {"port", "path"}:
+        raise errors.InvalidRequest("lock_endpoint must be {\"port\": N, \"path\": \"/...\"} (path optional)")
+    port, path = raw.get("port"), raw.get("path", "/update-lock")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise errors.InvalidRequest(f"lock_endpoint port {port!r} must be a TCP port from 1 to 65535")
+    if not isinstance(path, str) or not LOCK_PATH_RE.fullmatch(path):
+        raise errors.InvalidRequest(f"lock_endpoint path {path!r} must be an absolute URL path (/..., "
+                                    "letters, digits and ._~/?=&%- only)")
+    return LockEndpoint(port=port, path=path)

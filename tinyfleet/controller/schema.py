@@ -66,4 +66,7 @@ CREATE TABLE bindings (
 """, """
 -- update locks (protocol 1.2): how long a release waits for an app update lock (NULL: until it goes)
 ALTER TABLE releases ADD COLUMN lock_max_wait REAL;
+""", """
+-- update locks the app answers over HTTP (protocol 1.4): {"port", "path"} as JSON, NULL: none
+ALTER TABLE releases ADD COLUMN lock_endpoint TEXT;
 """)

@@ -34,7 +34,7 @@ from tinyfleet.controller.model import Binding, DeviceRecord, Release, ReleasePl
 from tinyfleet.controller.rollout import Amount, Rollout, RolloutState, Tally, Target, TargetState, is_open
 from tinyfleet.controller.schema import MIGRATIONS
 from tinyfleet.controller.selector import Kind, Selector
-from tinyfleet.protocol.messages import Health, HealthPolicy, ReportedState, Status
+from tinyfleet.protocol.messages import Health, HealthPolicy, LockEndpoint, ReportedState, Status
 
 SCHEMA_VERSION = len(MIGRATIONS)
 ROWS_PER_STATEMENT = 500  # x at most 10 values: far under SQLite's 32,766 bound parameters
@@ -457,7 +457,8 @@ class Store:
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO releases (app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
-                "created_at, lock_max_wait) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", _release_row(release))
+                "created_at, lock_max_wait, lock_endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                _release_row(release))
             new_id = cur.fetchone()[0]
         return self.release(new_id)  # type: ignore[return-value]
 
@@ -483,10 +484,11 @@ class Store:
 
     def same_release(self, candidate: Release) -> Release | None:
         """An existing release with exactly this app, image and spec (creating it again returns it)."""
-        _, image, _, _, max_bytes, env, health, _, _, lock_max_wait = _release_row(candidate)
+        _, image, _, _, max_bytes, env, health, _, _, lock_max_wait, lock_endpoint = _release_row(candidate)
         row = self._one(f"SELECT {_RELEASE_COLUMNS} FROM releases WHERE app = ? AND image = ? AND max_bytes IS ? "
-                        "AND env_json = ? AND health_json = ? AND lock_max_wait IS ? ORDER BY id DESC LIMIT 1",
-                        (candidate.app, image, max_bytes, env, health, lock_max_wait))
+                        "AND env_json = ? AND health_json = ? AND lock_max_wait IS ? AND lock_endpoint IS ? "
+                        "ORDER BY id DESC LIMIT 1",
+                        (candidate.app, image, max_bytes, env, health, lock_max_wait, lock_endpoint))
         return _release(row) if row else None
 
     # -- rollouts -------------------------------------------------------------------------------
@@ -603,14 +605,15 @@ class Store:
 
 
 _RELEASE_COLUMNS = ("id, app, image, source, version, max_bytes, env_json, health_json, platforms_json, "
-                    "created_at, lock_max_wait")
+                    "created_at, lock_max_wait, lock_endpoint")
 
 
 def _release_row(r: Release) -> tuple[Any, ...]:
     return (r.app, r.image, r.source, r.version, r.max_bytes, json.dumps(dict(r.env), sort_keys=True),
             json.dumps(r.health.to_dict() if r.health else None, sort_keys=True),
             json.dumps([{"platform": p.platform, "digest": p.digest, "compressed_size": p.compressed_size}
-                        for p in r.platforms]), r.created_at, r.lock_max_wait)
+                        for p in r.platforms]), r.created_at, r.lock_max_wait,
+            json.dumps(r.lock_endpoint.to_dict(), sort_keys=True) if r.lock_endpoint else None)
 
 
 def _release(row: tuple[Any, ...]) -> Release:
@@ -620,7 +623,8 @@ def _release(row: tuple[Any, ...]) -> Release:
                    health=HealthPolicy(health["settle_seconds"], health["deadline_seconds"]) if health else None,
                    platforms=tuple(ReleasePlatform(p["platform"], p["digest"], p["compressed_size"])
                                    for p in json.loads(row[8])),
-                   created_at=row[9], lock_max_wait=row[10])
+                   created_at=row[9], lock_max_wait=row[10],
+                   lock_endpoint=LockEndpoint(**json.loads(row[11])) if row[11] else None)
 
 
 def _loads(text: str | None) -> dict[str, Any] | None:

@@ -162,3 +162,20 @@ def test_a_release_s_lock_max_wait_reaches_the_board_and_survives_the_store(stor
     (app,) = decode(broker.sent[-1][1]).apps  # type: ignore[union-attr]
     assert app.update_lock == UpdateLockPolicy(max_wait_seconds=600.0)
     assert app.spec_hash() == release(1).spec().spec_hash()  # the same container either way
+
+
+def test_a_release_s_lock_endpoint_reaches_the_board_and_survives_the_store(store_url: str) -> None:
+    from dataclasses import replace as with_
+
+    from tinyfleet.protocol import LockEndpoint, UpdateLockPolicy
+    store, broker, pub = fleet(store_url)
+    seen(store, "a")
+    endpoint = LockEndpoint(port=8080, path="/busy")
+    asks = store.add_release(with_(release(1), lock_endpoint=endpoint))
+    assert asks.lock_endpoint == endpoint and asks.to_dict()["lock_endpoint"] == {"port": 8080, "path": "/busy"}
+    assert store.same_release(with_(release(1), lock_endpoint=endpoint)) == asks
+    assert store.same_release(release(1)) is None  # another policy: another release
+    store.assign("a", "hello", asks.id, None, 1)
+    pub.flush()
+    (app,) = decode(broker.sent[-1][1]).apps  # type: ignore[union-attr]
+    assert app.update_lock == UpdateLockPolicy(max_wait_seconds=None, endpoint=endpoint)

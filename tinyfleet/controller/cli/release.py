@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--lock-max-wait", type=float, metavar="S",
                    help="seconds an app's update lock may hold this release back on a board, then it goes ahead "
                         "(default: until the lock is released or expires)")
+    c.add_argument("--lock-endpoint", metavar="PORT[/PATH]",
+                   help="the app answers whether it holds its update lock over HTTP on this port of its container "
+                        "(GET PATH, default /update-lock; 423 = held): for apps with no writable file system")
     add_api_flags(c)
     c.set_defaults(handler=do_create)
 
@@ -51,8 +54,14 @@ def do_create(args: argparse.Namespace, api: ApiClient) -> int:
         health["settle_seconds"] = args.health_settle
     if args.health_deadline is not None:
         health["deadline_seconds"] = args.health_deadline
+    endpoint = None
+    if args.lock_endpoint is not None:
+        port, slash, path = args.lock_endpoint.partition("/")
+        if not port.isdigit():
+            return fail(f"--lock-endpoint {args.lock_endpoint!r} is not PORT or PORT/PATH", Exit.USAGE)
+        endpoint = {"port": int(port), **({"path": slash + path} if slash else {})}
     release = api.create_release(args.app, args.image, max_bytes=args.max_bytes, env=env, health=health or None,
-                                 lock_max_wait=args.lock_max_wait)
+                                 lock_max_wait=args.lock_max_wait, lock_endpoint=endpoint)
     return emit(args, release, lambda r: r["id"])
 
 
