@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
@@ -53,7 +54,8 @@ class EchoBaseline:
         self.link.stop()
         discard_session(self.address, CLIENT_ID)
 
-    def _received(self, topic: str, payload: bytes, retained: bool) -> None:
+    def _received(self, topic: str, payload: bytes, retained: bool, ack: Callable[[], None]) -> None:
+        ack()  # nothing to write first
         try:
             device_id, channel = topics.parse(topic)
         except ProtocolError:

@@ -31,6 +31,7 @@ from tinyfleet.protocol.errors import PayloadTooLarge, ProtocolError
 from tinyfleet.protocol.messages import Health, ReportedState, Status
 from tinyfleet.protocol.topics import Channel
 
+Ack = Callable[[], None]  # tells the broker a QoS 1 delivery is ours now (see controller.mqtt)
 log = structlog.get_logger("controller.ingest")
 EXPECT = {Channel.REPORTED: ReportedState, Channel.STATUS: Status, Channel.HEALTH: Health}
 Message = ReportedState | Status | Health
@@ -81,17 +82,19 @@ class Ingest:
         self.clock = clock
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._queue: queue.SimpleQueue[tuple[str, bytes, bool, float]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, bytes, bool, float, Ack]] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._last_drop_log: dict[str, float] = {}
 
-    def submit(self, topic: str, payload: bytes, retained: bool) -> None:
-        """Called on the broker's network thread: enqueue and return."""
+    def submit(self, topic: str, payload: bytes, retained: bool, ack: Ack = lambda: None) -> None:
+        """Called on the broker's network thread: enqueue and return. `ack` is called once the message is
+        written (or dropped as invalid): only then may the broker forget it."""
         if self._queue.qsize() >= self.max_queue:
             self.metrics.dropped.labels("overload").inc()
+            ack()
             return
-        self._queue.put((topic, payload, retained, self.clock()))
+        self._queue.put((topic, payload, retained, self.clock(), ack))
         self._idle.clear()
 
     def run(self, stop: threading.Event) -> None:
@@ -117,7 +120,7 @@ class Ingest:
         self.metrics.queue_depth.set(self._queue.qsize())
         batch = []
         state_changed = False
-        for topic, payload, retained, _ in items:
+        for topic, payload, retained, _, _ in items:
             verdict = classify(topic, payload)
             if verdict is CLEARED:
                 continue
@@ -141,6 +144,9 @@ class Ingest:
                 time.sleep(0.5)
                 return 0
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        for item in items:
+            item[4]()
+        if batch:
             self.on_written(state_changed)
             announced = {i.message.device_id: i.message.generation for i in batch if i.live
                          and isinstance(i.message, Status) and i.message.online and i.message.generation is not None}

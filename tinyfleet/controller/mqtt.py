@@ -10,6 +10,7 @@ Reconnects by itself with exponential backoff.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import sys
 import threading
@@ -37,8 +38,15 @@ def subscriptions(share_group: str | None) -> list[tuple[str, int]]:
     return [(f"$share/{share_group}/{topic}", qos) for topic, qos in SUBSCRIPTIONS]
 
 
+Ack = Callable[[], None]
+
+
 class MqttLink:
-    def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool], None],
+    """on_message(topic, payload, retained, ack): a QoS 1 delivery is acknowledged to the broker only when
+    `ack` is called - after it is written -, so a controller killed with deliveries still in memory gets
+    them again (from its session, or another member of its share group) instead of losing them."""
+
+    def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool, Ack], None],
                  on_connected: Callable[[], None] = lambda: None,
                  on_state: Callable[[bool], None] = lambda connected: None,
                  keepalive: int = 30, max_inflight: int = 1000, ca_file: str | None = None,
@@ -52,7 +60,7 @@ class MqttLink:
         self.connected = threading.Event()
         self._stopping = False
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                             protocol=paho.MQTTv311)
+                             protocol=paho.MQTTv311, manual_ack=True)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)  # unlimited: desired states are never dropped on our side
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -107,4 +115,9 @@ class MqttLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "<not UTF-8>"
-        self._on_message(topic, msg.payload, bool(msg.retain))
+        ack = functools.partial(client.ack, msg.mid, msg.qos) if msg.qos else _nothing
+        self._on_message(topic, msg.payload, bool(msg.retain), ack)
+
+
+def _nothing() -> None:
+    """The ack of a QoS 0 delivery."""

@@ -148,8 +148,8 @@ class Controller:
         self._serve_api(sock)
         self.link.start()
 
-    def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
-        self.ingest.submit(topic, payload, retained)
+    def _deliver(self, topic: str, payload: bytes, retained: bool, ack: Callable[[], None]) -> None:
+        self.ingest.submit(topic, payload, retained, ack)  # acknowledged to the broker once written
 
     def _client_id(self) -> str:
         """The same MQTT session (and the reports the broker queued for it) after a restart: kept in the

@@ -107,3 +107,20 @@ def test_messages_submitted_before_stop_are_written(store_url: str) -> None:
     ingest.run(stop)
     assert len(store.device_ids()) == 50
     assert ingest.wait_idle(0)
+
+
+def test_a_delivery_is_acknowledged_to_the_broker_only_once_written_and_not_when_the_write_fails(
+        store_url: str) -> None:
+    store = Store(store_url)
+    ingest = Ingest(store, Metrics(), stale_after=3, clock=lambda: 50.0)
+    acked: list[str] = []
+    ingest.submit(topics.status("pi-1"), GOOD, retained=False, ack=lambda: acked.append("good"))
+    ingest.submit(topics.status("pi-2"), GOOD, retained=False, ack=lambda: acked.append("forged"))  # dropped: ours too
+    assert acked == []  # queued, not yet written: a controller killed now gets them again from the broker
+    assert ingest.drain() == 1
+    assert acked == ["good", "forged"]
+
+    store.close()  # the database fails
+    ingest.submit(topics.health("pi-1"), encode(health("pi-1")), retained=False, ack=lambda: acked.append("later"))
+    assert ingest.drain() == 0
+    assert acked == ["good", "forged"]  # kept for the retry, unacknowledged
