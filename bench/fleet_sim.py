@@ -272,8 +272,8 @@ class Killer:
         if self.killed_at is None:
             started = self.devices - summary["counts"].get("pending", 0)
             if started >= self.plan.at * self.devices:
-                self.victim.kill()
-                self.killed_at, self.started = time.time(), started
+                self.killed_at, self.started = time.time(), started  # before: the survivor may take over
+                self.victim.kill()  # before kill() has seen the process gone
             return
         if self.took is None:
             took = [at for m in self.group.members if m is not self.victim and (at := m.took_lease_at()) is not None
