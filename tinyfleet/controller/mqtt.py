@@ -42,9 +42,12 @@ Ack = Callable[[], None]
 
 
 class MqttLink:
-    """on_message(topic, payload, retained, ack): a QoS 1 delivery is acknowledged to the broker only when
-    `ack` is called - after it is written -, so a controller killed with deliveries still in memory gets
-    them again (from its session, or another member of its share group) instead of losing them."""
+    """on_message(topic, payload, retained, ack). In a share group a QoS 1 delivery is acknowledged to the
+    broker only when `ack` is called - once it is written -, so what a killed member still held in memory
+    is delivered again instead of lost: a $share subscription gets no retained copies to catch up from.
+    Alone, paho acknowledges on receipt (cheaper: each ack is a packet of its own, and the broker's
+    in-flight window then limits how many reports wait for one write): every (re)subscription brings
+    each device's retained reported and status again, and the engine acts on the latest."""
 
     def __init__(self, broker: BrokerAddress, client_id: str, *, on_message: Callable[[str, bytes, bool, Ack], None],
                  on_connected: Callable[[], None] = lambda: None,
@@ -53,6 +56,7 @@ class MqttLink:
                  share_group: str | None = None) -> None:
         self.broker = broker
         self.subscriptions = subscriptions(share_group)
+        self._manual_ack = share_group is not None
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_state = on_state
@@ -60,7 +64,7 @@ class MqttLink:
         self.connected = threading.Event()
         self._stopping = False
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                             protocol=paho.MQTTv311, manual_ack=True)
+                             protocol=paho.MQTTv311, manual_ack=self._manual_ack)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)  # unlimited: desired states are never dropped on our side
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -115,9 +119,9 @@ class MqttLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "<not UTF-8>"
-        ack = functools.partial(client.ack, msg.mid, msg.qos) if msg.qos else _nothing
+        ack = functools.partial(client.ack, msg.mid, msg.qos) if self._manual_ack and msg.qos else _nothing
         self._on_message(topic, msg.payload, bool(msg.retain), ack)
 
 
 def _nothing() -> None:
-    """The ack of a QoS 0 delivery."""
+    """The ack of a QoS 0 delivery, or of one paho acknowledged itself."""
