@@ -32,9 +32,13 @@ def images(registry, demo_binaries) -> dict[str, str]:  # type: ignore[no-untype
                                       platforms=("linux/arm/v7",))}
 
 
-@pytest.fixture(scope="module")
-def ctl(tmp_path_factory: pytest.TempPathFactory, mosquitto) -> Iterator[ControllerProcess]:  # type: ignore[no-untyped-def]
-    proc = ControllerProcess(tmp_path_factory.mktemp("cli-ctl"), mosquitto.url).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ctl(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,  # type: ignore[no-untyped-def]
+        mosquitto) -> Iterator[ControllerProcess]:
+    """The controller process, on each store in turn: the module's tests run [sqlite], then [postgresql]."""
+    database = request.getfixturevalue("postgres").create_schema("cli") if request.param == "postgresql" else None
+    proc = ControllerProcess(tmp_path_factory.mktemp(f"cli-ctl-{request.param}"), mosquitto.url,
+                             database=database).start()
     yield proc
     proc.stop()
 
