@@ -1,7 +1,7 @@
-"""Keeping the running agent small (issue 12): what its process leaves unimported, and giving freed
-heap back to the system. Called by the agent's own entry point only (`tinyfleet.agent.cli.main`, before the
-libraries are imported); a library user of `agent` (the controller, the tests, the fleet simulator)
-gets every module as usual.
+"""Keeping the running agent small (issue 12): what its process leaves unimported until it is needed
+(asyncio, ssl, OpenSSL's hashlib backend, charset_normalizer). Called by the agent's own entry point
+only (`tinyfleet.agent.cli.main`, before the libraries are imported); a library user of `agent` (the
+controller, the tests, the fleet simulator) gets every module as usual.
 
 What the agent's libraries import but the running agent uses seldom or never:
 
