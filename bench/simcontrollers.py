@@ -9,69 +9,21 @@ JSON logs (the line's timestamp, not when this process noticed it).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import shutil
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 from bench.proc import cpu_seconds
-from sandbox.process import ManagedProcess, wait_until
-from tinyfleet.controller.client import ApiClient, ControllerUnreachable
+from sandbox.controller import ControllerProcess
 from tinyfleet.controller.signing import KEY_FILE
 
 TOOK = "took the rollout engine's lease"
 SHARE_GROUP = "fleetsim"
 
 
-class SimController:
-    def __init__(self, root: Path, broker_url: str, database: str, heartbeat: float, tick: float) -> None:
-        self.root = root
-        exe = Path(sys.executable).parent / "tinyfleet"
-        self.proc = ManagedProcess(f"controller {root.name}", [
-            str(exe), "controller", "--broker", broker_url, "--db", str(root / "controller.db"),
-            "--database", database, "--share-group", SHARE_GROUP, "--listen", "127.0.0.1:0",
-            "--heartbeat-interval", str(heartbeat), "--tick", str(tick), "--log-format", "json"],
-            root / "controller.log")
-        self.url = ""
-
-    def start(self, timeout: float = 60.0) -> SimController:
-        offset = self.proc.log.stat().st_size if self.proc.log.exists() else 0
-        self.proc.start()
-
-        def answering() -> bool:
-            self.proc.check_alive()
-            started = [e for e in self.entries(offset) if e.get("event") == "controller started"]
-            if not started or not (self.root / "api-token").exists():
-                return False
-            self.url = str(started[-1]["api"])
-            try:
-                self.client().devices("device:none")
-            except ControllerUnreachable:
-                return False
-            return True
-
-        wait_until(answering, timeout, f"controller in {self.root}", self.proc.log)
-        return self
-
-    def client(self, timeout: float = 60.0) -> ApiClient:
-        return ApiClient(self.url, (self.root / "api-token").read_text().strip(), timeout=timeout)
-
-    def entries(self, offset: int = 0) -> list[dict[str, object]]:
-        if not self.proc.log.exists():
-            return []
-        with open(self.proc.log, "rb") as f:
-            f.seek(offset)
-            lines = f.read().decode(errors="replace").splitlines()
-        out = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict):
-                    out.append(entry)
-        return out
+class SimController(ControllerProcess):
+    """A fleet member: the sandbox's controller process, plus what the simulator reads of it."""
 
     def took_lease_at(self) -> float | None:
         """Wall-clock time of this controller's latest "took the lease" line, None if it never took it."""
@@ -87,29 +39,25 @@ class SimController:
         proc = self.proc.proc
         return cpu_seconds(proc.pid) if proc is not None and self.proc.alive() else 0.0
 
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def stop(self) -> None:
-        self.proc.stop()
-
 
 class ControllerGroup:
     """`count` controllers on `database`; the first one creates the signing key the others copy."""
 
     def __init__(self, root: Path, broker_url: str, database: str, count: int, heartbeat: float,
                  tick: float = 0.2) -> None:
-        self.members = [SimController(root / f"ctl-{i}", broker_url, database, heartbeat, tick) for i in range(count)]
+        self.members = [SimController(root / f"ctl-{i}", broker_url, database=database, share_group=SHARE_GROUP,
+                                      heartbeat=heartbeat, tick=tick, name=f"controller ctl-{i}")
+                        for i in range(count)]
 
     def __enter__(self) -> ControllerGroup:
         try:
             first, *others = self.members
-            first.start()
+            first.start(timeout=60)
             for member in others:
                 member.root.mkdir(parents=True, exist_ok=True)
                 for name in (KEY_FILE, f"{KEY_FILE}.pub"):  # one fleet, one signing key
                     shutil.copy2(first.root / name, member.root / name)
-                member.start()
+                member.start(timeout=60)
         except BaseException:
             self.close()
             raise

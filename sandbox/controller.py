@@ -25,16 +25,21 @@ class ControllerProcess:
     broker_url: str
     port: int = 0
     database: str | None = None  # a store_url: PostgreSQL, or a SQLite path instead of root/controller.db
+    share_group: str | None = None  # several controllers on one broker splitting the reports ($share)
+    heartbeat: float = 1.0
+    tick: float = 0.2
+    name: str = "tinyfleet-controller"
 
     def __post_init__(self) -> None:
         self.db = self.root / "controller.db"
         self.token_file = self.root / "api-token"
         exe = Path(sys.executable).parent / "tinyfleet"
-        self.proc = ManagedProcess("tinyfleet-controller", [
+        self.proc = ManagedProcess(self.name, [
             str(exe), "controller", "--broker", self.broker_url, "--db", str(self.db),
             *(["--database", self.database] if self.database else []),
-            "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", "1", "--tick", "0.2",
-            "--log-format", "json"], self.root / "controller.log")
+            *(["--share-group", self.share_group] if self.share_group else []),
+            "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", f"{self.heartbeat:g}",
+            "--tick", f"{self.tick:g}", "--log-format", "json"], self.root / "controller.log")
         self.url = f"http://127.0.0.1:{self.port}"
 
     @property
@@ -42,27 +47,42 @@ class ControllerProcess:
         """What its boards trust (the controller writes it on its first start)."""
         return (self.root / "signing-key.pub").read_text().strip()
 
-    def start(self) -> ControllerProcess:
+    def start(self, timeout: float = 30.0) -> ControllerProcess:
         seen = self.proc.log.stat().st_size if self.proc.log.exists() else 0
         self.proc.start()
 
         def answering() -> bool:
             self.proc.check_alive()
-            api = _started_at(self.proc.log, seen)
-            if api is None or not self.token_file.exists():
+            started = [e for e in self.entries(seen) if e.get("event") == "controller started"]
+            if not started or not self.token_file.exists():
                 return False
-            self.url = api
+            self.url = str(started[-1]["api"])
             try:
-                self.client().devices()
+                self.client().devices("device:none")  # an answer, not a listing of a big fleet
             except ControllerUnreachable:
                 return False
             return True
 
-        wait_until(answering, timeout=30, what="tinyfleet controller answering", log=self.proc.log)
+        wait_until(answering, timeout=timeout, what=f"{self.name} answering", log=self.proc.log)
         return self
 
-    def client(self) -> ApiClient:
-        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=30)
+    def client(self, timeout: float = 30.0) -> ApiClient:
+        return ApiClient(self.url, self.token_file.read_text().strip(), timeout=timeout)
+
+    def entries(self, offset: int = 0) -> list[dict[str, object]]:
+        """Its JSON log lines written after byte `offset` (lines cut short or not JSON are skipped)."""
+        if not self.proc.log.exists():
+            return []
+        with open(self.proc.log, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+        out = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    out.append(entry)
+        return out
 
     def kill(self) -> None:
         self.proc.kill()
@@ -73,15 +93,3 @@ class ControllerProcess:
     def log(self) -> str:
         return self.proc.log.read_text(errors="replace") if self.proc.log.exists() else ""
 
-
-def _started_at(log: Path, offset: int) -> str | None:
-    """The API address from the newest "controller started" line written after `offset`."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        lines = f.read().decode(errors="replace").splitlines()
-    for line in reversed(lines):
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("event") == "controller started":
-                return str(entry["api"])
-    return None
