@@ -23,7 +23,7 @@ from tinyfleet.oci.reference import ImageReference
 from tinyfleet.oci.registry import RegistryClient
 from tinyfleet.protocol.errors import ProtocolError
 from tinyfleet.protocol.fields import Reader
-from tinyfleet.protocol.messages import ENV_KEY_RE, LOCK_PATH_RE, HealthPolicy, LockEndpoint
+from tinyfleet.protocol.messages import ENV_KEY_RE, HealthPolicy, LockEndpoint
 
 MAX_ENV = 128
 
@@ -50,7 +50,7 @@ class Releases:
         if lock_max_wait is not None and (isinstance(lock_max_wait, bool) or not isinstance(lock_max_wait, int | float)
                                           or not 0 <= lock_max_wait <= 30 * 86400):
             raise errors.InvalidRequest(f"lock_max_wait {lock_max_wait!r} must be seconds from 0 to 30 days")
-        endpoint = _lock_endpoint(lock_endpoint) if lock_endpoint is not None else None
+        endpoint = _policy(lock_endpoint, "lock_endpoint", LockEndpoint) if lock_endpoint is not None else None
         env_pairs = _env(env or {})
         policy = _health(health)
         resolved = self._resolve(ref)
@@ -146,25 +146,16 @@ def _env(env: object) -> tuple[tuple[str, str], ...]:
 
 
 def _health(health: object) -> HealthPolicy | None:
-    if health is None:
-        return None
+    return None if health is None else _policy(health, "health", HealthPolicy)
+
+
+def _policy(raw: object, path: str, kind: Any) -> Any:
+    """A release's policy field read by the wire contract's own reader (same rules as on the board)."""
     try:
-        reader = Reader(health, "health")
-        policy = HealthPolicy.read(reader)
+        reader = Reader(raw, path)
+        policy = kind.read(reader)
         reader.done()
         return policy
     except ProtocolError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
 
-
-def _lock_endpoint(raw: Mapping[str, Any]) -> LockEndpoint:
-    """{"port": N, "path"?: "/..."}: where the app answers whether it holds its update lock (protocol 1.4)."""
-    if not isinstance(raw, Mapping) or set(raw) - {"port", "path"}:
-        raise errors.InvalidRequest("lock_endpoint must be {\"port\": N, \"path\": \"/...\"} (path optional)")
-    port, path = raw.get("port"), raw.get("path", "/update-lock")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise errors.InvalidRequest(f"lock_endpoint port {port!r} must be a TCP port from 1 to 65535")
-    if not isinstance(path, str) or not LOCK_PATH_RE.fullmatch(path):
-        raise errors.InvalidRequest(f"lock_endpoint path {path!r} must be an absolute URL path (/..., "
-                                    "letters, digits and ._~/?=&%- only)")
-    return LockEndpoint(port=port, path=path)
