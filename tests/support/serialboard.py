@@ -31,9 +31,14 @@ mount --bind "$S/etc" /etc
 mount --bind "$S/usr-local-lib" /usr/local/lib
 mount --bind "$S/printk" /proc/sys/kernel/printk
 if [ "$LOGIN_USER" != root ]; then  # a Raspberry-Pi-OS-like sudoer (in the board's own /etc)
+  # Every connection runs this script, and two can at once (start()'s port probe is one): without the
+  # lock both see no user, one useradd fails with "already exists" and its console drops.
+  exec 8>"$S/setup.lock"
+  flock 8
   id "$LOGIN_USER" >/dev/null 2>&1 || useradd -M -d /tmp -s /bin/sh "$LOGIN_USER"
   printf '%s:%s\n' "$LOGIN_USER" "$(cat "$S/password")" | chpasswd
   [ "$SUDOER" = no ] || echo "$LOGIN_USER ALL=(ALL:ALL) ALL" > /etc/sudoers.d/tinyfleet-test
+  exec 8>&-
 fi
 export PATH="$S/bin:{path}" TF_SYSTEMD_STATE="$S/systemd" {env}
 exec 2>&1
@@ -80,7 +85,7 @@ def start(state: Path, password: str = "raspberry", echo: bool = True, shell: st
     if not systemctl.exists():
         systemctl.symlink_to(HERE / "fake_systemctl")
     if user != "root":
-        require("sudo", "useradd", "chpasswd")
+        require("sudo", "useradd", "chpasswd", "flock")
     args = ["--user", user, "--password-file", str(state / "password"), "--echo", "on" if echo else "off",
             "--shell", shell, "--noise-seconds", str(noise_seconds)]
     args += ["--drop-after-login"] if drop_after_login else []
